@@ -1,0 +1,194 @@
+"""Configuration dataclasses shared by training, prediction and model files."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+Mode = Literal["boundary", "distance"]
+Norm = Literal["batch", "group", "instance", "none"]
+MODES: tuple[str, ...] = ("boundary", "distance")
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**data)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the U-net and the meaning of its outputs.
+
+    Parameters
+    ----------
+    ndim : int
+        Number of spatial dimensions, 2 or 3.
+    in_channels : int
+        Image channels the network reads.
+    mode : {"boundary", "distance"}
+        ``boundary``: 3 logits (background, interior, boundary).
+        ``distance``: a foreground logit and a normalised distance-to-boundary map.
+    base_channels : int
+        Feature channels at the first level; doubled at each level down.
+    depth : int
+        Number of down-sampling steps.
+    norm : {"batch", "group", "instance", "none"}
+        Normalisation layer after each convolution.
+    """
+
+    ndim: int = 2
+    in_channels: int = 1
+    mode: Mode = "distance"
+    base_channels: int = 16
+    depth: int = 3
+    norm: Norm = "batch"
+
+    def __post_init__(self) -> None:
+        if self.ndim not in (2, 3):
+            raise ValueError(f"ndim must be 2 or 3, got {self.ndim}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.norm not in ("batch", "group", "instance", "none"):
+            raise ValueError(f"unknown norm {self.norm!r}")
+        if self.depth < 1 or self.base_channels < 1 or self.in_channels < 1:
+            raise ValueError("depth, base_channels and in_channels must be positive")
+
+    @property
+    def out_channels(self) -> int:
+        """Raw output channels of the network."""
+        return 3 if self.mode == "boundary" else 2
+
+    @property
+    def size_multiple(self) -> int:
+        """Spatial sizes fed to the network must be multiples of this."""
+        return 2**self.depth
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class PostprocessConfig:
+    """Thresholds that turn network outputs into instance labels.
+
+    Parameters
+    ----------
+    fg_threshold : float
+        Foreground probability above which a pixel belongs to an object.
+    seed_threshold : float
+        Distance mode: normalised distance above which a pixel is part of a seed.
+        Boundary mode: interior probability above which a pixel is part of a seed.
+    min_size : int
+        Objects (and seeds) smaller than this many pixels are removed.
+    """
+
+    fg_threshold: float = 0.5
+    seed_threshold: float = 0.5
+    min_size: int = 15
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PostprocessConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class NormalizationConfig:
+    """Percentile normalisation applied per image and channel."""
+
+    low_percentile: float = 1.0
+    high_percentile: float = 99.8
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NormalizationConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class AugmentConfig:
+    """Which augmentations are applied to training patches."""
+
+    flips: bool = True
+    rot90: bool = True
+    rotate_scale: bool = True
+    max_rotation_deg: float = 20.0
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    intensity: bool = True
+    noise_std: float = 0.03
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["scale_range"] = list(self.scale_range)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AugmentConfig:
+        data = dict(data)
+        if "scale_range" in data:
+            data["scale_range"] = tuple(data["scale_range"])
+        return _from_dict(cls, data)
+
+
+@dataclass
+class TrainConfig:
+    """Everything the training loop needs besides data and model architecture.
+
+    ``epochs`` and ``time_budget`` may both be set: training ends at whichever comes first.
+    An epoch is ``steps_per_epoch`` optimiser steps (patches are sampled at random).
+    """
+
+    epochs: int | None = 100
+    time_budget: float | None = None
+    steps_per_epoch: int = 50
+    batch_size: int = 8
+    patch_size: int = 128
+    patch_size_z: int = 32
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+    val_fraction: float = 0.12
+    val_ap_every: int = 5
+    early_stopping_patience: int | None = 30
+    seed: int | None = 0
+    mixed_precision: bool = True
+    compile: bool = False
+    foreground_sampling: float = 0.5
+    tune_thresholds: bool = True
+    tune_max_pixels: int = 3_000_000
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.epochs is None and self.time_budget is None:
+            raise ValueError("set epochs, time_budget, or both")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError(f"time_budget must be positive, got {self.time_budget}")
+        if self.batch_size < 1 or self.patch_size < 8 or self.steps_per_epoch < 1:
+            raise ValueError("batch_size, steps_per_epoch must be >= 1 and patch_size >= 8")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["augment"] = self.augment.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        if "augment" in data:
+            data["augment"] = AugmentConfig.from_dict(data["augment"])
+        return _from_dict(cls, data)

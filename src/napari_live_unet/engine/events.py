@@ -1,0 +1,96 @@
+"""Typed progress events yielded by the training loop (plain data: no Qt, no napari)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .model import SegmentationModel
+
+
+@dataclass(frozen=True)
+class TrainingStarted:
+    """Data is prepared and the first step is about to run."""
+
+    n_train: int
+    n_val: int
+    device: str
+    n_parameters: int
+    epochs: int | None
+    time_budget: float | None
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    """An optimiser step finished (yielded every few steps)."""
+
+    epoch: int
+    step: int
+    loss: float
+    learning_rate: float
+    elapsed: float
+    progress: float
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """An epoch finished; ``val_loss`` is None without validation data."""
+
+    epoch: int
+    step: int
+    train_loss: float
+    val_loss: float | None
+    learning_rate: float
+    elapsed: float
+    samples_per_second: float
+    progress: float
+    is_best: bool
+
+
+@dataclass(frozen=True)
+class ValidationMetrics:
+    """Average precision of post-processed instances on the validation split."""
+
+    epoch: int
+    ap: dict[float, float]
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know (out-of-memory retry, early stop, ...)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class ThresholdsChosen:
+    """Post-processing thresholds picked on the validation split."""
+
+    params: dict[str, Any]
+    ap: dict[float, float]
+
+
+@dataclass(frozen=True)
+class TrainingFinished:
+    """The loop ended; ``model`` holds the best weights and chosen thresholds."""
+
+    model: SegmentationModel
+    reason: str
+    epochs: int
+    steps: int
+    elapsed: float
+    best_val_loss: float | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+TrainingEvent = (
+    TrainingStarted
+    | StepEnd
+    | EpochEnd
+    | ValidationMetrics
+    | Notice
+    | ThresholdsChosen
+    | TrainingFinished
+)

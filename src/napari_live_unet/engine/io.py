@@ -1,0 +1,62 @@
+"""Reading and writing TIFF files with clear errors and atomic writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from .errors import InputError
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def read_tiff(path: str | os.PathLike) -> np.ndarray:
+    """Read a TIFF file into an array, raising :class:`InputError` if it cannot be read."""
+    path = Path(path)
+    try:
+        return tifffile.imread(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except Exception as exc:  # tifffile raises many types for damaged files
+        raise InputError(
+            f"{path}: not a readable TIFF ({type(exc).__name__}: {exc}). "
+            "Re-export the file as TIFF or remove it from the folder."
+        ) from None
+
+
+def list_tiffs(folder: str | os.PathLike) -> dict[str, Path]:
+    """Map file stem to path for every TIFF in ``folder`` (not recursive)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder. Pass a folder of .tif images.")
+    return {
+        p.stem: p
+        for p in sorted(folder.iterdir())
+        if p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")
+    }
+
+
+def smallest_label_dtype(max_label: int) -> np.dtype:
+    """The smallest unsigned integer type that holds ``max_label``."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if max_label <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)
+
+
+def write_tiff_atomic(path: str | os.PathLike, data: np.ndarray) -> None:
+    """Write ``data`` to ``path`` so that the file is either complete or absent."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp, data, compression="zlib")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,127 @@
+"""A trained segmentation model: network, configuration, thresholds and history."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ModelConfig, NormalizationConfig, PostprocessConfig
+from .data import check_finite, to_channel_first
+from .device import resolve_device
+from .errors import InputError
+from .normalize import channel_percentiles
+from .postprocess import instances_from_outputs
+from .predict import MessageCallback, ProgressCallback, predict_outputs
+from .unet import UNet, memory_format
+
+
+@dataclass
+class SegmentationModel:
+    """Everything needed to segment new images; saved to and loaded from one file.
+
+    Attributes
+    ----------
+    network : UNet
+        The trained network.
+    config : ModelConfig
+        Architecture and output mode.
+    normalization : NormalizationConfig
+        How images are normalised before the network sees them.
+    postprocess : PostprocessConfig
+        Thresholds (chosen on the validation split after training).
+    history : list of dict
+        One entry per epoch: losses, learning rate, metrics, elapsed seconds.
+    train_config : dict
+        The training settings used, for the record.
+    """
+
+    network: UNet
+    config: ModelConfig
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, config: ModelConfig, **kwargs: Any) -> SegmentationModel:
+        """A new, untrained model."""
+        return cls(UNet(config), config, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def to(self, device: str | torch.device) -> SegmentationModel:
+        self.network.to(resolve_device(device), memory_format=memory_format(self.config.ndim))
+        return self
+
+    def prepare_image(self, image: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
+        """Return the image channel-first, checking channels and finiteness."""
+        image = np.asarray(image) if not hasattr(image, "shape") else image
+        spatial_ndim = self.config.ndim
+        if channel_axis is None and image.ndim == spatial_ndim + 1 and self.config.in_channels > 1:
+            channel_axis = -1 if image.shape[-1] == self.config.in_channels else 0
+        if channel_axis is None:
+            if image.ndim != spatial_ndim:
+                raise InputError(
+                    f"image of shape {image.shape} is not {spatial_ndim}D; this model "
+                    f"segments {spatial_ndim}D images with {self.config.in_channels} channel(s)"
+                )
+            spatial = tuple(image.shape)
+        else:
+            spatial = tuple(np.delete(np.array(image.shape), channel_axis))
+        image = to_channel_first(image, spatial, "image", channel_axis)
+        if image.shape[0] != self.config.in_channels:
+            raise InputError(
+                f"image has {image.shape[0]} channel(s) but the model expects "
+                f"{self.config.in_channels}"
+            )
+        check_finite(image, "image")
+        return image
+
+    def predict_outputs(
+        self,
+        image: np.ndarray,
+        *,
+        channel_axis: int | None = None,
+        tile_shape: tuple[int, ...] | None = None,
+        batch_size: int = 8,
+        progress: ProgressCallback | None = None,
+        on_message: MessageCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> np.ndarray | None:
+        """Foreground probability and auxiliary map, shape (2, *spatial), float16."""
+        image = self.prepare_image(image, channel_axis)
+        low, high = channel_percentiles(image, self.normalization)
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            return predict_outputs(
+                self.network,
+                image,
+                mode=self.config.mode,
+                size_multiple=self.config.size_multiple,
+                low=low,
+                high=high,
+                tile_shape=tile_shape,
+                batch_size=batch_size,
+                device=self.device,
+                progress=progress,
+                on_message=on_message,
+                should_stop=should_stop,
+            )
+        finally:
+            self.network.train(was_training)
+
+    def instances(self, outputs: np.ndarray, params: PostprocessConfig | None = None) -> np.ndarray:
+        """Instance labels from cached outputs (re-run cheaply when thresholds change)."""
+        return instances_from_outputs(outputs, self.config.mode, params or self.postprocess)
+
+    def segment(self, image: np.ndarray, **kwargs: Any) -> np.ndarray:
+        """Instance labels (int32) for one image; keyword arguments go to predict_outputs."""
+        outputs = self.predict_outputs(image, **kwargs)
+        return self.instances(outputs)

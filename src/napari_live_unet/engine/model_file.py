@@ -1,0 +1,109 @@
+"""Saving and loading models as one self-describing file."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ModelConfig, NormalizationConfig, PostprocessConfig
+from .errors import InputError
+from .model import SegmentationModel
+from .unet import UNet
+
+FORMAT_NAME = "napari-live-unet"
+FORMAT_VERSION = 1
+MODEL_SUFFIX = ".pt"
+
+
+def model_to_dict(model: SegmentationModel) -> dict[str, Any]:
+    """The model as plain data: tensors on the CPU plus JSON-like configuration."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model_config": model.config.to_dict(),
+        "normalization": model.normalization.to_dict(),
+        "postprocess": model.postprocess.to_dict(),
+        "history": model.history,
+        "train_config": model.train_config,
+        "state_dict": {k: v.detach().cpu() for k, v in model.network.state_dict().items()},
+    }
+
+
+def save_model(model: SegmentationModel, path: str | os.PathLike) -> Path:
+    """Write the model to ``path`` atomically (complete file or none)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(model_to_dict(model), buffer)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buffer.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> SegmentationModel:
+    """Load a model saved by :func:`save_model`.
+
+    Raises
+    ------
+    InputError
+        If the file is missing, damaged, or not a napari-live-unet model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: model file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise InputError(
+            f"{path}: not a readable model file ({type(exc).__name__}). It may be truncated "
+            "or damaged; train again or use another copy."
+        ) from None
+    except Exception as exc:  # unpickling refused: some other program's file
+        raise InputError(
+            f"{path}: not a napari-live-unet model file ({type(exc).__name__})."
+        ) from None
+    return model_from_dict(data, str(path), device)
+
+
+def model_from_dict(
+    data: Any, source: str, device: str | torch.device = "cpu"
+) -> SegmentationModel:
+    """Rebuild a model from :func:`model_to_dict` output; ``source`` names it in errors."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        raise InputError(
+            f"{source}: not a napari-live-unet model file (it holds no '{FORMAT_NAME}' "
+            "header). Models from other tools cannot be loaded."
+        )
+    if data.get("format_version", 0) > FORMAT_VERSION:
+        raise InputError(
+            f"{source}: saved by a newer napari-live-unet (format "
+            f"{data['format_version']}); upgrade the plugin to load it."
+        )
+    try:
+        config = ModelConfig.from_dict(data["model_config"])
+        network = UNet(config)
+        network.load_state_dict(data["state_dict"])
+        model = SegmentationModel(
+            network,
+            config,
+            NormalizationConfig.from_dict(data["normalization"]),
+            PostprocessConfig.from_dict(data["postprocess"]),
+            list(data.get("history", [])),
+            dict(data.get("train_config", {})),
+        )
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{source}: model file is inconsistent ({exc})") from None
+    network.eval()
+    return model.to(device)

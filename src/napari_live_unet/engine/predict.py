@@ -1,0 +1,256 @@
+"""Tiled, blended inference for images of any size under a fixed working-memory cap."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .normalize import channel_percentiles
+from .unet import activate, memory_format
+
+ProgressCallback = Callable[[int, int], None]
+MessageCallback = Callable[[str], None]
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets covering ``[0, size)`` with tiles of ``tile`` overlapping by ``overlap``."""
+    if size <= tile:
+        return [0]
+    step = max(1, tile - overlap)
+    starts = list(range(0, size - tile, step))
+    starts.append(size - tile)
+    return starts
+
+
+def blend_window(shape: tuple[int, ...], overlap: int) -> np.ndarray:
+    """Separable weights that fall smoothly towards tile edges inside the overlap band.
+
+    The floor keeps every weight positive, so pixels covered by a single tile (image edges)
+    get that tile's prediction exactly after normalisation.
+    """
+    window = np.ones(shape, np.float32)
+    for axis, n in enumerate(shape):
+        ramp = np.ones(n, np.float32)
+        k = min(overlap, n // 2)
+        if k > 0:
+            t = (np.arange(k, dtype=np.float32) + 0.5) / k
+            edge = np.sin(t * np.pi / 2) ** 2
+            ramp[:k] = edge
+            ramp[n - k :] = edge[::-1]
+        view = [1] * len(shape)
+        view[axis] = n
+        window *= np.maximum(ramp, 1e-3).reshape(view)
+    return window
+
+
+def _fit_tile(tile: tuple[int, ...], shape: tuple[int, ...], multiple: int) -> tuple[int, ...]:
+    """Shrink tiles to the image (rounded up to the network's size multiple)."""
+    return tuple(
+        min(max(multiple, t // multiple * multiple), -(-s // multiple) * multiple)
+        for t, s in zip(tile, shape, strict=True)
+    )
+
+
+def predict_outputs(
+    network: torch.nn.Module,
+    image: np.ndarray,
+    *,
+    mode: str,
+    size_multiple: int,
+    low: np.ndarray | None = None,
+    high: np.ndarray | None = None,
+    tile_shape: tuple[int, ...] | None = None,
+    overlap: int | None = None,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    out_dtype: np.dtype | type = np.float16,
+    progress: ProgressCallback | None = None,
+    on_message: MessageCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> np.ndarray | None:
+    """Run the network over a channel-first image tile by tile.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The U-net, already on ``device`` and in eval mode.
+    image : ndarray, shape (C, *spatial)
+        Raw image (any dtype, any size). It is never copied as a whole: each tile is read,
+        normalised and padded on its own.
+    mode : {"boundary", "distance"}
+        How to activate the raw output.
+    size_multiple : int
+        Tiles are padded to a multiple of this.
+    low, high : ndarray, shape (C,), optional
+        Normalisation percentiles; computed from the image when omitted.
+    tile_shape : tuple of int, optional
+        Tile size; defaults to 512 in 2D and 32×256×256 in 3D.
+    overlap : int, optional
+        Overlap between tiles in pixels; defaults to 1/8 of the tile.
+    batch_size : int
+        Tiles per forward pass. Halved automatically on CUDA out-of-memory.
+    device : torch.device or str
+        Where the network runs.
+    out_dtype : dtype
+        Storage type of the result (float16 halves memory; values are in [0, 1]).
+    progress : callable(done, total), optional
+        Called after each batch of tiles.
+    on_message : callable(str), optional
+        Receives notices such as out-of-memory retries.
+    should_stop : callable() -> bool, optional
+        Checked between batches; when it returns True, prediction ends and returns None.
+
+    Returns
+    -------
+    ndarray, shape (2, *spatial) or None
+        Foreground probability and auxiliary map, or None if stopped.
+
+    Notes
+    -----
+    Tiles are visited in order along the longest axis. Float32 accumulators cover only one
+    band of tiles along that axis; each band is finalised into the output as soon as no
+    later tile can touch it. Working memory is therefore bounded by the band size, not the
+    image size.
+    """
+    device = torch.device(device)
+    spatial = tuple(image.shape[1:])
+    ndim = len(spatial)
+    if tile_shape is None:
+        tile_shape = (512, 512) if ndim == 2 else (32, 256, 256)
+    if len(tile_shape) != ndim:
+        raise InputError(f"tile shape {tile_shape} does not fit a {ndim}D image")
+    tile = _fit_tile(tuple(int(t) for t in tile_shape), spatial, size_multiple)
+    if overlap is None:
+        overlap = max(8, min(tile) // 8)
+    if low is None or high is None:
+        low, high = channel_percentiles(image)
+    scale = 1.0 / np.maximum(high - low, 1e-6)
+    starts_per_axis = [tile_starts(s, t, overlap) for s, t in zip(spatial, tile, strict=True)]
+    band_axis = int(np.argmax(spatial))
+    order = [band_axis] + [a for a in range(ndim) if a != band_axis]
+    tiles = sorted(itertools.product(*starts_per_axis), key=lambda s: [s[a] for a in order])
+    window = torch.from_numpy(blend_window(tile, overlap))
+    out = np.empty((2, *spatial), dtype=out_dtype)
+    band = _Band(spatial, tile, band_axis, window)
+    done = 0
+    for batch_starts in _batches(tiles, batch_size):
+        if should_stop is not None and should_stop():
+            return None
+        batch = np.stack([_read_tile(image, s, tile, low, scale) for s in batch_starts])
+        result, batch_size = _run(network, batch, mode, device, batch_size, on_message)
+        for start, pred in zip(batch_starts, result, strict=True):
+            band.add(start, pred, out)
+        done += len(batch_starts)
+        if progress is not None:
+            progress(done, len(tiles))
+    band.flush_all(out)
+    return out
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _read_tile(
+    image: np.ndarray, start: tuple[int, ...], tile: tuple[int, ...], low, scale
+) -> np.ndarray:
+    box = tuple(slice(s, s + t) for s, t in zip(start, tile, strict=True))
+    data = np.asarray(image[(slice(None), *box)], dtype=np.float32)
+    shape = (-1,) + (1,) * (data.ndim - 1)
+    data = (data - low.reshape(shape)) * scale.reshape(shape)
+    pad = [(0, t - d) for t, d in zip(tile, data.shape[1:], strict=True)]
+    if any(p for _, p in pad):
+        mode = (
+            "reflect"
+            if all(p < d for (_, p), d in zip(pad, data.shape[1:], strict=True))
+            else "edge"
+        )
+        data = np.pad(data, [(0, 0), *pad], mode=mode)
+    return data
+
+
+def _run(
+    network,
+    batch: np.ndarray,
+    mode: str,
+    device: torch.device,
+    batch_size: int,
+    on_message: MessageCallback | None,
+) -> tuple[torch.Tensor, int]:
+    """Forward a batch; on CUDA out-of-memory, retry in smaller pieces and say so."""
+    x = torch.from_numpy(batch)
+    while True:
+        try:
+            outs = []
+            for i in range(0, len(x), batch_size):
+                part = x[i : i + batch_size].to(device, non_blocking=True)
+                part = part.contiguous(memory_format=memory_format(part.ndim - 2))
+                with (
+                    torch.inference_mode(),
+                    torch.autocast(
+                        device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
+                    ),
+                ):
+                    outs.append(activate(network(part), mode).float().cpu())
+            return torch.cat(outs), batch_size
+        except torch.cuda.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            torch.cuda.empty_cache()
+            batch_size = max(1, batch_size // 2)
+            if on_message is not None:
+                on_message(
+                    f"CUDA out of memory during prediction; retrying with batch size {batch_size}"
+                )
+
+
+class _Band:
+    """Float32 accumulators for one band of tiles along ``axis``."""
+
+    def __init__(self, spatial, tile, axis, window: torch.Tensor) -> None:
+        self.spatial, self.tile, self.axis, self.window = spatial, tile, axis, window
+        self.origin = 0  # image coordinate of the accumulator's first row along axis
+        shape = list(spatial)
+        shape[axis] = min(tile[axis], spatial[axis])
+        self.acc = torch.zeros((2, *shape))
+        self.weight = torch.zeros(shape)
+
+    def add(self, start, pred: torch.Tensor, out: np.ndarray) -> None:
+        a = self.axis
+        if start[a] > self.origin:
+            self._flush_until(start[a], out)
+        offset = list(start)
+        offset[a] -= self.origin
+        size = [min(t, s - o) for t, s, o in zip(self.tile, self.spatial, start, strict=True)]
+        box = tuple(slice(o, o + n) for o, n in zip(offset, size, strict=True))
+        crop = tuple(slice(0, n) for n in size)
+        w = self.window[crop]
+        self.acc[(slice(None), *box)] += pred[(slice(None), *crop)] * w
+        self.weight[box] += w
+
+    def _flush_until(self, new_origin: int, out: np.ndarray) -> None:
+        a, n = self.axis, new_origin - self.origin
+        self._write(n, out)
+        length = self.acc.shape[1 + a]
+        keep = length - n
+        self.acc = torch.roll(self.acc, -n, dims=1 + a)
+        self.weight = torch.roll(self.weight, -n, dims=a)
+        self.acc.narrow(1 + a, keep, n).zero_()
+        self.weight.narrow(a, keep, n).zero_()
+        self.origin = new_origin
+
+    def _write(self, n: int, out: np.ndarray) -> None:
+        a = self.axis
+        values = self.acc.narrow(1 + a, 0, n) / self.weight.narrow(a, 0, n).clamp_min(1e-8)
+        index = [slice(None)] * (out.ndim)
+        index[1 + a] = slice(self.origin, self.origin + n)
+        out[tuple(index)] = values.numpy().astype(out.dtype, copy=False)
+
+    def flush_all(self, out: np.ndarray) -> None:
+        n = min(self.acc.shape[1 + self.axis], self.spatial[self.axis] - self.origin)
+        self._write(n, out)

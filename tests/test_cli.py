@@ -1,0 +1,300 @@
+"""The ``live-unet`` command end to end on a tiny dataset, and its bad-input messages."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_live_unet.cli import main
+
+TINY = [
+    "--base-channels",
+    "4",
+    "--depth",
+    "2",
+    "--patch-size",
+    "32",
+    "--batch-size",
+    "4",
+    "--steps-per-epoch",
+    "3",
+    "--device",
+    "cpu",
+]
+
+
+def _train(images, labels, out, *extra):
+    return main(
+        [
+            "train",
+            "--images",
+            str(images),
+            "--labels",
+            str(labels),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            *TINY,
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.slow
+def test_train_predict_evaluate(dataset, tmp_path, capsys):
+    images, labels = dataset
+    model = tmp_path / "model.pt"
+    assert _train(images, labels, model) == 0
+    assert model.is_file()
+    out = tmp_path / "pred"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--images",
+                str(images),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--save-maps",
+            ]
+        )
+        == 0
+    )
+    for name in ("img0", "img1", "img2", "img3"):
+        pred = tifffile.imread(out / f"{name}.tif")
+        assert pred.shape == (96, 96) and np.issubdtype(pred.dtype, np.integer)
+        assert tifffile.imread(out / f"{name}_maps.tif").shape == (2, 96, 96)
+    capsys.readouterr()
+    (out / "img0_maps.tif").unlink()
+    for name in ("img1", "img2", "img3"):
+        (out / f"{name}_maps.tif").unlink()
+    assert main(["evaluate", "--labels", str(labels), "--pred", str(out)]) == 0
+    text = capsys.readouterr().out
+    for t in ("0.5", "0.6", "0.7", "0.8", "0.9"):
+        assert f"\n{t}  " in text
+    assert "TP" in text and "FN" in text
+
+
+def test_evaluate_perfect_prediction(dataset, capsys):
+    _, labels = dataset
+    assert main(["evaluate", "--labels", str(labels), "--pred", str(labels)]) == 0
+    assert "0.5  1.0000" in capsys.readouterr().out
+
+
+def _expect_error(capsys, argv, pattern, out_path=None):
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "error:" in err and pattern in err, err
+    if out_path is not None:
+        assert not out_path.exists()
+
+
+def test_shape_mismatch_named(dataset, tmp_path, capsys):
+    images, labels = dataset
+    tifffile.imwrite(labels / "img1.tif", np.ones((90, 96), np.uint16))
+    out = tmp_path / "m.pt"
+    _expect_error(
+        capsys,
+        [
+            "train",
+            "--images",
+            str(images),
+            "--labels",
+            str(labels),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            *TINY,
+        ],
+        "(96, 96)",
+        out,
+    )
+
+
+def test_float_labels(dataset, tmp_path, capsys):
+    images, labels = dataset
+    tifffile.imwrite(labels / "img2.tif", np.ones((96, 96), np.float32))
+    out = tmp_path / "m.pt"
+    _expect_error(
+        capsys,
+        [
+            "train",
+            "--images",
+            str(images),
+            "--labels",
+            str(labels),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            *TINY,
+        ],
+        "img2.tif",
+        out,
+    )
+
+
+def test_unmatched_names_and_empty_folder(dataset, tmp_path, capsys):
+    images, labels = dataset
+    (images / "img3.tif").rename(images / "extra.tif")
+    out = tmp_path / "m.pt"
+    argv = [
+        "train",
+        "--images",
+        str(images),
+        "--labels",
+        str(labels),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        *TINY,
+    ]
+    _expect_error(capsys, argv, "extra", out)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv[2] = str(empty)
+    _expect_error(capsys, argv, "no .tif images", out)
+
+
+def test_labels_without_objects(dataset, tmp_path, capsys):
+    images, labels = dataset
+    tifffile.imwrite(labels / "img0.tif", np.zeros((96, 96), np.uint16))
+    out = tmp_path / "m.pt"
+    _expect_error(
+        capsys,
+        [
+            "train",
+            "--images",
+            str(images),
+            "--labels",
+            str(labels),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            *TINY,
+        ],
+        "no objects",
+        out,
+    )
+
+
+def test_nan_pixels_and_unreadable_tiff(dataset, tmp_path, capsys):
+    images, labels = dataset
+    bad = np.full((96, 96), np.nan, np.float32)
+    tifffile.imwrite(images / "img1.tif", bad)
+    out = tmp_path / "m.pt"
+    argv = [
+        "train",
+        "--images",
+        str(images),
+        "--labels",
+        str(labels),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        *TINY,
+    ]
+    _expect_error(capsys, argv, "NaN", out)
+    (images / "img1.tif").write_bytes(b"garbage")
+    _expect_error(capsys, argv, "not a readable TIFF", out)
+
+
+@pytest.mark.parametrize("device,message", [("tpu", "unknown device"), ("cuda:7", "not available")])
+def test_bad_device(dataset, tmp_path, capsys, device, message):
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    images, labels = dataset
+    out = tmp_path / "m.pt"
+    argv = [
+        "train",
+        "--images",
+        str(images),
+        "--labels",
+        str(labels),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        *TINY,
+    ]
+    argv[argv.index("--device") + 1] = device
+    _expect_error(capsys, argv, message, out)
+
+
+def test_small_images_are_padded_not_rejected(tmp_path):
+    from .conftest import write_dataset
+
+    images, labels = write_dataset(tmp_path / "small", n_images=3, shape=(24, 20))
+    assert _train(images, labels, tmp_path / "m.pt") == 0
+
+
+def test_predict_refuses_bad_inputs_before_writing(dataset, tmp_path, capsys):
+    images, labels = dataset
+    model = tmp_path / "model.pt"
+    assert _train(images, labels, model) == 0
+    capsys.readouterr()
+    tifffile.imwrite(images / "img3.tif", np.full((96, 96), np.inf, np.float32))
+    out = tmp_path / "pred"
+    _expect_error(
+        capsys,
+        [
+            "predict",
+            "--model",
+            str(model),
+            "--images",
+            str(images),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        "img3.tif",
+        out,
+    )
+    _expect_error(
+        capsys,
+        [
+            "predict",
+            "--model",
+            str(images / "img0.tif"),
+            "--images",
+            str(images),
+            "--out",
+            str(out),
+        ],
+        "model",
+        out,
+    )
+    _expect_error(
+        capsys,
+        ["predict", "--model", str(model), "--images", str(images), "--out", str(images)],
+        "overwritten",
+    )
+
+
+def test_help_on_every_command(capsys):
+    for cmd in ([], ["train"], ["predict"], ["evaluate"], ["demo"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*cmd, "--help"])
+        assert exc.value.code == 0
+        assert "usage: live-unet" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_runs_on_bundled_sample(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--time-budget", "8", "--device", "cpu"]) == 0
+    assert (out / "model.pt").is_file()
+    preds = list((out / "predictions").glob("*.tif"))
+    assert len(preds) == 1 and tifffile.imread(preds[0]).max() > 0
+    assert "AP" in capsys.readouterr().out

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_live_unet.engine import (
+    InputError,
+    ModelConfig,
+    PostprocessConfig,
+    SegmentationModel,
+    load_model,
+    save_model,
+)
+
+
+def _model():
+    model = SegmentationModel.create(ModelConfig(mode="boundary", base_channels=4, depth=2))
+    model.postprocess = PostprocessConfig(fg_threshold=0.42, seed_threshold=0.61, min_size=7)
+    model.history = [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.6}]
+    with torch.no_grad():
+        for p in model.network.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def test_roundtrip_restores_everything(tmp_path):
+    model = _model()
+    path = save_model(model, tmp_path / "sub" / "m.pt")
+    loaded = load_model(path)
+    assert loaded.config == model.config
+    assert loaded.postprocess == model.postprocess
+    assert loaded.history == model.history
+    image = np.random.default_rng(1).random((40, 40)).astype(np.float32)
+    np.testing.assert_array_equal(model.predict_outputs(image), loaded.predict_outputs(image))
+
+
+def test_truncated_file_gives_clear_error(tmp_path):
+    path = save_model(_model(), tmp_path / "m.pt")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="not a readable model file"):
+        load_model(path)
+
+
+def test_foreign_files_rejected(tmp_path):
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, other)
+    with pytest.raises(InputError, match="not a napari-live-unet model"):
+        load_model(other)
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(InputError, match="m.pt|notes.pt"):
+        load_model(text)
+    with pytest.raises(InputError, match="not found"):
+        load_model(tmp_path / "missing.pt")
+
+
+def test_save_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "m.pt"
+    save_model(_model(), path)
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("napari_live_unet.engine.model_file.os.replace", boom)
+    with pytest.raises(OSError):
+        save_model(_model(), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
