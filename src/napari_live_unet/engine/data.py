@@ -242,10 +242,15 @@ def _split_single(pair: TrainingPair, fraction: float) -> tuple[list[TrainingPai
             f"{pair.name}[{suffix}]", pair.image[(slice(None), *idx)], pair.labels[idx], mask
         )
 
-    train, val = part(slice(0, cut), "train"), part(slice(cut, None), "val")
-    if val.n_objects == 0 or train.n_objects == 0:
-        return [pair], []
-    return [train], [val]
+    # Validate on the far end of the image; if no object lies there, try the near end.
+    for train_sl, val_sl in (
+        (slice(0, cut), slice(cut, None)),
+        (slice(size - cut, None), slice(0, size - cut)),
+    ):
+        train, val = part(train_sl, "train"), part(val_sl, "val")
+        if val.n_objects and train.n_objects:
+            return [train], [val]
+    return [pair], []
 
 
 def _few(names: Sequence[str], n: int = 5) -> str:

@@ -128,20 +128,26 @@ def predict_outputs(
         overlap = max(8, min(tile) // 8)
     if low is None or high is None:
         low, high = channel_percentiles(image)
-    scale = 1.0 / np.maximum(high - low, 1e-6)
+    stat_shape = (1, -1) + (1,) * ndim
+    low_t = torch.as_tensor(np.asarray(low, np.float32), device=device).reshape(stat_shape)
+    scale_t = torch.as_tensor(
+        1.0 / np.maximum(np.asarray(high - low, np.float32), 1e-6), device=device
+    ).reshape(stat_shape)
     starts_per_axis = [tile_starts(s, t, overlap) for s, t in zip(spatial, tile, strict=True)]
     band_axis = int(np.argmax(spatial))
     order = [band_axis] + [a for a in range(ndim) if a != band_axis]
     tiles = sorted(itertools.product(*starts_per_axis), key=lambda s: [s[a] for a in order])
-    window = torch.from_numpy(blend_window(tile, overlap))
+    window = torch.from_numpy(blend_window(tile, overlap)).to(device)
     out = np.empty((2, *spatial), dtype=out_dtype)
     band = _Band(spatial, tile, band_axis, window)
     done = 0
     for batch_starts in _batches(tiles, batch_size):
         if should_stop is not None and should_stop():
             return None
-        batch = np.stack([_read_tile(image, s, tile, low, scale) for s in batch_starts])
-        result, batch_size = _run(network, batch, mode, device, batch_size, on_message)
+        batch = np.stack([_read_tile(image, s, tile) for s in batch_starts])
+        result, batch_size = _run(
+            network, batch, mode, device, batch_size, low_t, scale_t, on_message
+        )
         for start, pred in zip(batch_starts, result, strict=True):
             band.add(start, pred, out)
         done += len(batch_starts)
@@ -151,26 +157,30 @@ def predict_outputs(
     return out
 
 
+_TORCH_DTYPE = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32}
+_TORCH_NATIVE = {
+    np.dtype(t) for t in (np.uint8, np.int8, np.int16, np.int32, np.float16, np.float32, np.float64)
+}
+
+
 def _batches(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
 
-def _read_tile(
-    image: np.ndarray, start: tuple[int, ...], tile: tuple[int, ...], low, scale
-) -> np.ndarray:
+def _read_tile(image: np.ndarray, start: tuple[int, ...], tile: tuple[int, ...]) -> np.ndarray:
+    """One tile in its stored dtype, padded to the full tile size.
+
+    Normalisation happens on the device, so a uint8 image travels as uint8.
+    """
     box = tuple(slice(s, s + t) for s, t in zip(start, tile, strict=True))
-    data = np.asarray(image[(slice(None), *box)], dtype=np.float32)
-    shape = (-1,) + (1,) * (data.ndim - 1)
-    data = (data - low.reshape(shape)) * scale.reshape(shape)
+    data = np.asarray(image[(slice(None), *box)])
+    if data.dtype not in _TORCH_NATIVE:
+        data = data.astype(np.float32)
     pad = [(0, t - d) for t, d in zip(tile, data.shape[1:], strict=True)]
     if any(p for _, p in pad):
-        mode = (
-            "reflect"
-            if all(p < d for (_, p), d in zip(pad, data.shape[1:], strict=True))
-            else "edge"
-        )
-        data = np.pad(data, [(0, 0), *pad], mode=mode)
+        fits = all(p < d for (_, p), d in zip(pad, data.shape[1:], strict=True))
+        data = np.pad(data, [(0, 0), *pad], mode="reflect" if fits else "edge")
     return data
 
 
@@ -180,23 +190,26 @@ def _run(
     mode: str,
     device: torch.device,
     batch_size: int,
+    low: torch.Tensor,
+    scale: torch.Tensor,
     on_message: MessageCallback | None,
 ) -> tuple[torch.Tensor, int]:
-    """Forward a batch; on CUDA out-of-memory, retry in smaller pieces and say so."""
+    """Normalise and forward a batch on the device; on CUDA out-of-memory, retry in smaller
+    pieces and say so. Returns activated outputs, still on the device."""
     x = torch.from_numpy(batch)
     while True:
         try:
             outs = []
             for i in range(0, len(x), batch_size):
-                part = x[i : i + batch_size].to(device, non_blocking=True)
-                part = part.contiguous(memory_format=memory_format(part.ndim - 2))
+                part = x[i : i + batch_size].to(device, non_blocking=True).float()
+                part = ((part - low) * scale).contiguous(memory_format=memory_format(part.ndim - 2))
                 with (
                     torch.inference_mode(),
                     torch.autocast(
                         device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
                     ),
                 ):
-                    outs.append(activate(network(part), mode).float().cpu())
+                    outs.append(activate(network(part), mode))
             return torch.cat(outs), batch_size
         except torch.cuda.OutOfMemoryError:
             if batch_size == 1:
@@ -217,8 +230,9 @@ class _Band:
         self.origin = 0  # image coordinate of the accumulator's first row along axis
         shape = list(spatial)
         shape[axis] = min(tile[axis], spatial[axis])
-        self.acc = torch.zeros((2, *shape))
-        self.weight = torch.zeros(shape)
+        # Accumulators live on the network's device: only finished rows travel back.
+        self.acc = torch.zeros((2, *shape), device=window.device)
+        self.weight = torch.zeros(shape, device=window.device)
 
     def add(self, start, pred: torch.Tensor, out: np.ndarray) -> None:
         a = self.axis
@@ -247,6 +261,7 @@ class _Band:
     def _write(self, n: int, out: np.ndarray) -> None:
         a = self.axis
         values = self.acc.narrow(1 + a, 0, n) / self.weight.narrow(a, 0, n).clamp_min(1e-8)
+        values = values.to(_TORCH_DTYPE.get(out.dtype, torch.float32)).cpu()
         index = [slice(None)] * (out.ndim)
         index[1 + a] = slice(self.origin, self.origin + n)
         out[tuple(index)] = values.numpy().astype(out.dtype, copy=False)

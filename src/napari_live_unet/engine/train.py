@@ -7,7 +7,6 @@ import math
 import time
 from collections.abc import Callable, Generator, Sequence
 
-import numpy as np
 import torch
 
 from .augment import augment_batch
@@ -185,12 +184,13 @@ def train(
             now = time.perf_counter()
             if now - last_step_event >= _STEP_EVENT_SECONDS:
                 last_step_event = now
-                yield StepEnd(epoch, step, loss, lr, now - start_time, progress())
+                yield StepEnd(epoch, step, float(loss), lr, now - start_time, progress())
         if not epoch_losses:
             epoch -= 1
             break
         val_loss = _validation_loss(network, val_patches, mode, class_weights, use_amp, device)
-        monitored = val_loss if val_loss is not None else float(np.mean(epoch_losses))
+        train_loss = float(torch.stack(epoch_losses).mean())
+        monitored = val_loss if val_loss is not None else train_loss
         is_best = monitored < best_loss
         if is_best:
             best_loss, bad_epochs = monitored, 0
@@ -203,7 +203,7 @@ def train(
         record = {
             "epoch": epoch,
             "step": step,
-            "train_loss": float(np.mean(epoch_losses)),
+            "train_loss": train_loss,
             "val_loss": val_loss,
             "learning_rate": lr,
             "elapsed": elapsed,
@@ -244,7 +244,11 @@ def train(
     network.eval()
     model.train_config = config.to_dict()
     if val_pairs and config.tune_thresholds and best_state is not None:
-        cache = CachedValidation(model, limit_pixels(val_pairs, config.tune_max_pixels))
+        tune_pairs = limit_pixels(val_pairs, config.tune_max_pixels)
+        yield Notice(
+            f"Choosing post-processing thresholds on {len(tune_pairs)} validation image(s)..."
+        )
+        cache = CachedValidation(model, tune_pairs)
         params, counts = tune_postprocess(cache, model.postprocess)
         model.postprocess = params
         yield ThresholdsChosen(params.to_dict(), {c.threshold: c.ap for c in counts})
@@ -297,7 +301,7 @@ def _step(
     generator,
     device,
     use_amp,
-) -> float:
+) -> torch.Tensor:
     image, targets, mask = sampler.sample(batch_size)
     image, targets, mask = augment_batch(
         image, targets, mask, config.augment, categorical=categorical, generator=generator
@@ -309,7 +313,8 @@ def _step(
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss.detach())
+    # Returned as a tensor: converting to float here would wait for the GPU every step.
+    return loss.detach()
 
 
 def _validation_loss(network, patches, mode, class_weights, use_amp, device) -> float | None:
