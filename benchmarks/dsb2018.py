@@ -107,12 +107,16 @@ def main() -> None:
         torch.cuda.synchronize()
     pixels = sum(int(np.prod(p.spatial_shape)) for p in test_pairs)
     t0 = time.perf_counter()
-    outputs = [
-        model.predict_outputs(
-            p.image, channel_axis=0, tile_shape=tile, batch_size=args.predict_batch
+    outputs = list(
+        model.predict_outputs_many(
+            (p.image for p in test_pairs),
+            channel_axis=0,
+            tile_shape=tile,
+            batch_size=args.predict_batch,
         )
-        for p in test_pairs
-    ]
+    )
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     net_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     preds = [model.instances(o) for o in outputs]

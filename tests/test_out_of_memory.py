@@ -38,10 +38,19 @@ def test_prediction_retries_with_smaller_batch_and_says_so():
     net = FitsAtMost(model, 2)
     messages = []
     image = np.random.default_rng(0).random((1, 128, 128)).astype(np.float32)
-    out = predict_outputs(net, image, mode="distance", size_multiple=4, tile_shape=(32, 32),
-                          overlap=0, batch_size=8, on_message=messages.append)
-    expected = predict_outputs(model, image, mode="distance", size_multiple=4,
-                               tile_shape=(32, 32), overlap=0, batch_size=1)
+    out = predict_outputs(
+        net,
+        image,
+        mode="distance",
+        size_multiple=4,
+        tile_shape=(32, 32),
+        overlap=0,
+        batch_size=8,
+        on_message=messages.append,
+    )
+    expected = predict_outputs(
+        model, image, mode="distance", size_multiple=4, tile_shape=(32, 32), overlap=0, batch_size=1
+    )
     np.testing.assert_allclose(out.astype(np.float32), expected.astype(np.float32), atol=1e-3)
     assert messages and "batch size 2" in messages[-1]
     assert max(net.seen[-3:]) <= 2
@@ -51,8 +60,7 @@ def test_training_halves_batch_on_out_of_memory():
     initial = SegmentationModel.create(ModelConfig(base_channels=4, depth=2))
     initial.network = FitsAtMost(initial.network, 3)
     pairs = [make_pair(*synthetic_nuclei((64, 64), seed=i)) for i in range(3)]
-    cfg = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=8, patch_size=32,
-                      val_fraction=0.0)
+    cfg = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=8, patch_size=32, val_fraction=0.0)
     events = list(train(pairs, cfg, initial_model=initial, device="cpu"))
     notices = [e.message for e in events if isinstance(e, Notice)]
     assert any("batch size 4" in m for m in notices)

@@ -92,3 +92,23 @@ def test_model_prediction_shapes_and_channel_checks():
         model.predict_outputs(np.zeros((4, 70, 90, 2)))
     with pytest.raises(InputError, match="NaN"):
         model.predict_outputs(np.full((32, 32), np.nan, np.float32))
+
+
+def test_many_images_share_batches_and_match_single_predictions():
+    model = SegmentationModel.create(ModelConfig(base_channels=4, depth=2))
+    rng = np.random.default_rng(3)
+    images = [
+        rng.integers(0, 255, s).astype(np.uint8)
+        for s in [(40, 40), (40, 40), (100, 70), (40, 40), (24, 30)]
+    ]
+    seen = []
+    net = model.network
+    original_forward = net.forward
+    net.forward = lambda x: (seen.append(len(x)), original_forward(x))[1]
+    many = list(model.predict_outputs_many(iter(images), tile_shape=(64, 64), batch_size=4))
+    assert max(seen) > 1  # the 40x40 images travelled together
+    net.forward = original_forward
+    assert len(many) == len(images)
+    for image, out in zip(images, many, strict=True):
+        single = model.predict_outputs(image, tile_shape=(64, 64), batch_size=1)
+        np.testing.assert_allclose(out.astype(np.float32), single.astype(np.float32), atol=2e-3)

@@ -188,20 +188,27 @@ def run_predict(args: argparse.Namespace) -> int:
             raise InputError(f"{path}: {exc}") from None
     tile = None if args.tile_size is None else (args.tile_size,) * model.config.ndim
     start, pixels = time.perf_counter(), 0
-    for name, path in tqdm(files.items(), desc="predicting", unit="image", file=sys.stderr):
-        image = read_tiff(path)
-        outputs = model.predict_outputs(
-            image,
-            tile_shape=tile,
-            batch_size=args.batch_size,
-            on_message=lambda m: tqdm.write(m, file=sys.stderr),
-        )
-        labels = model.instances(outputs)
+    names = list(files)
+    # Tiles of consecutive small images share GPU batches; files are read as needed.
+    outputs = model.predict_outputs_many(
+        (read_tiff(files[name]) for name in names),
+        tile_shape=tile,
+        batch_size=args.batch_size,
+        on_message=lambda m: tqdm.write(m, file=sys.stderr),
+    )
+    for name, maps in tqdm(
+        zip(names, outputs, strict=True),
+        total=len(names),
+        desc="predicting",
+        unit="image",
+        file=sys.stderr,
+    ):
+        labels = model.instances(maps)
         write_tiff_atomic(
             args.out / f"{name}.tif", labels.astype(smallest_label_dtype(int(labels.max())))
         )
         if args.save_maps:
-            write_tiff_atomic(args.out / f"{name}_maps.tif", outputs.astype(np.float32))
+            write_tiff_atomic(args.out / f"{name}_maps.tif", maps.astype(np.float32))
         pixels += labels.size
     seconds = time.perf_counter() - start
     print(

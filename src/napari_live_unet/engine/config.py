@@ -83,15 +83,24 @@ class PostprocessConfig:
     fg_threshold : float
         Foreground probability above which a pixel belongs to an object.
     seed_threshold : float
-        Distance mode: normalised distance above which a pixel is part of a seed.
+        Distance mode: seeds are distance maxima higher than this.
         Boundary mode: interior probability above which a pixel is part of a seed.
     min_size : int
-        Objects (and seeds) smaller than this many pixels are removed.
+        Objects smaller than this many pixels are removed.
+    seed_prominence : float
+        Distance mode: a maximum must rise this much above the saddle to its neighbour's to
+        seed an object of its own (h-maxima), which splits touching objects whose valley
+        stays above ``seed_threshold``. 0 uses connected regions above ``seed_threshold``.
+    smoothing : float
+        Distance mode: Gaussian sigma (pixels) applied to the distance map first, so noise
+        does not create spurious maxima.
     """
 
     fg_threshold: float = 0.5
-    seed_threshold: float = 0.5
+    seed_threshold: float = 0.4
     min_size: int = 15
+    seed_prominence: float = 0.05
+    smoothing: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,7 +175,7 @@ class TrainConfig:
     compile: bool = False
     foreground_sampling: float = 0.5
     tune_thresholds: bool = True
-    tune_max_pixels: int = 3_000_000
+    tune_max_pixels: int = 2_000_000
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,12 @@ from .device import resolve_device
 from .errors import InputError
 from .normalize import channel_percentiles
 from .postprocess import instances_from_outputs
-from .predict import MessageCallback, ProgressCallback, predict_outputs
+from .predict import (
+    MessageCallback,
+    ProgressCallback,
+    predict_outputs,
+    predict_outputs_many,
+)
 from .unet import UNet, memory_format
 
 
@@ -107,6 +113,40 @@ class SegmentationModel:
                 size_multiple=self.config.size_multiple,
                 low=low,
                 high=high,
+                tile_shape=tile_shape,
+                batch_size=batch_size,
+                device=self.device,
+                progress=progress,
+                on_message=on_message,
+                should_stop=should_stop,
+            )
+        finally:
+            self.network.train(was_training)
+
+    def predict_outputs_many(
+        self,
+        images: Iterable[np.ndarray],
+        *,
+        channel_axis: int | None = None,
+        tile_shape: tuple[int, ...] | None = None,
+        batch_size: int = 8,
+        progress: ProgressCallback | None = None,
+        on_message: MessageCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Outputs for a stream of images, in order; tiles of small images share batches."""
+        prepared = (self.prepare_image(image, channel_axis) for image in images)
+        with_stats = ((image, channel_percentiles(image, self.normalization)) for image in prepared)
+        first, second = itertools.tee(with_stats)
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            yield from predict_outputs_many(
+                self.network,
+                (image for image, _ in first),
+                mode=self.config.mode,
+                size_multiple=self.config.size_multiple,
+                stats=(st for _, st in second),
                 tile_shape=tile_shape,
                 batch_size=batch_size,
                 device=self.device,

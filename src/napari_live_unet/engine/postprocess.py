@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from .config import PostprocessConfig
@@ -33,27 +34,28 @@ def instances_from_outputs(
     -----
     Boundary mode: seeds are connected regions whose interior probability (foreground minus
     boundary) exceeds ``seed_threshold``; they grow back over the foreground by watershed
-    on the boundary probability. Distance mode: seeds are connected regions whose distance
-    exceeds ``seed_threshold``; they grow by watershed on the negative distance. Foreground
-    components that hold no seed become objects of their own.
+    on the boundary probability. Distance mode: seeds are maxima of the (lightly smoothed)
+    distance that are higher than ``seed_threshold`` and rise at least ``seed_prominence``
+    above the saddle to any higher maximum; they grow by watershed on the negative
+    distance. Foreground components that hold no seed become objects of their own.
     """
     params = params or PostprocessConfig()
     fg_prob = np.asarray(outputs[0], np.float32)
     aux = np.asarray(outputs[1], np.float32)
     foreground = fg_prob > params.fg_threshold
     if mode == "boundary":
-        seed_map = fg_prob - aux
         elevation = aux
+        seeds, _ = ndi.label((fg_prob - aux > params.seed_threshold) & foreground)
+        if params.min_size > 1:
+            # Tiny seeds are noise that would split one object in two.
+            seeds = remove_small_labels(seeds, max(1, params.min_size // 4))
     elif mode == "distance":
-        seed_map = aux
+        if params.smoothing > 0:
+            aux = ndi.gaussian_filter(aux, params.smoothing)
         elevation = -aux
+        seeds, _ = ndi.label(distance_seeds(aux, foreground, params))
     else:
         raise ValueError(f"unknown mode {mode!r}")
-    seeds_mask = (seed_map > params.seed_threshold) & foreground
-    seeds, _ = ndi.label(seeds_mask)
-    if params.min_size > 1:
-        # Tiny seeds are noise peaks that would split one object in two.
-        seeds = remove_small_labels(seeds, max(1, params.min_size // 4))
     labels = watershed(elevation, markers=seeds, mask=foreground)
     orphans, n_orphans = ndi.label(foreground & (labels == 0))
     if n_orphans:
@@ -62,6 +64,16 @@ def instances_from_outputs(
     if params.min_size > 1:
         labels = remove_small_labels(labels, params.min_size)
     return _relabel(labels)
+
+
+def distance_seeds(
+    distance: np.ndarray, foreground: np.ndarray, params: PostprocessConfig
+) -> np.ndarray:
+    """Boolean seed mask: distance maxima (or plateaus) that deserve an object each."""
+    high = (distance > params.seed_threshold) & foreground
+    if params.seed_prominence <= 0:
+        return high
+    return h_maxima(distance, params.seed_prominence).astype(bool) & high
 
 
 def remove_small_labels(labels: np.ndarray, min_size: int) -> np.ndarray:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
+from .device import autocast, autocast_dtype
 from .errors import InputError
 from .normalize import channel_percentiles
 from .unet import activate, memory_format
@@ -116,56 +117,138 @@ def predict_outputs(
     later tile can touch it. Working memory is therefore bounded by the band size, not the
     image size.
     """
+    stats = None if low is None or high is None else (low, high)
+    results = predict_outputs_many(
+        network,
+        [image],
+        mode=mode,
+        size_multiple=size_multiple,
+        stats=None if stats is None else [stats],
+        tile_shape=tile_shape,
+        overlap=overlap,
+        batch_size=batch_size,
+        device=device,
+        out_dtype=out_dtype,
+        progress=progress,
+        on_message=on_message,
+        should_stop=should_stop,
+    )
+    return next(iter(results), None)
+
+
+def predict_outputs_many(
+    network: torch.nn.Module,
+    images: Iterable[np.ndarray],
+    *,
+    mode: str,
+    size_multiple: int,
+    stats: Iterable[tuple[np.ndarray, np.ndarray]] | None = None,
+    tile_shape: tuple[int, ...] | None = None,
+    overlap: int | None = None,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    out_dtype: np.dtype | type = np.float16,
+    progress: ProgressCallback | None = None,
+    on_message: MessageCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[np.ndarray]:
+    """Predict a stream of images, batching tiles across images; yields outputs in order.
+
+    Small images (one tile each) are batched together, which keeps a GPU busy on folders of
+    many small images. Arguments are as for :func:`predict_outputs`; ``stats`` gives the
+    (low, high) percentiles of each image (computed from the image when omitted). Images
+    are read from ``images`` only as their tiles are needed, and each output is yielded as
+    soon as its last tile is blended. Progress counts tiles of the images planned so far.
+    """
     device = torch.device(device)
-    spatial = tuple(image.shape[1:])
-    ndim = len(spatial)
-    if tile_shape is None:
-        tile_shape = (512, 512) if ndim == 2 else (32, 256, 256)
-    if len(tile_shape) != ndim:
-        raise InputError(f"tile shape {tile_shape} does not fit a {ndim}D image")
-    tile = _fit_tile(tuple(int(t) for t in tile_shape), spatial, size_multiple)
-    if overlap is None:
-        overlap = max(8, min(tile) // 8)
-    if low is None or high is None:
-        low, high = channel_percentiles(image)
-    stat_shape = (1, -1) + (1,) * ndim
-    low_t = torch.as_tensor(np.asarray(low, np.float32), device=device).reshape(stat_shape)
-    scale_t = torch.as_tensor(
-        1.0 / np.maximum(np.asarray(high - low, np.float32), 1e-6), device=device
-    ).reshape(stat_shape)
-    starts_per_axis = [tile_starts(s, t, overlap) for s, t in zip(spatial, tile, strict=True)]
-    band_axis = int(np.argmax(spatial))
-    order = [band_axis] + [a for a in range(ndim) if a != band_axis]
-    tiles = sorted(itertools.product(*starts_per_axis), key=lambda s: [s[a] for a in order])
-    window = torch.from_numpy(blend_window(tile, overlap)).to(device)
-    out = np.empty((2, *spatial), dtype=out_dtype)
-    band = _Band(spatial, tile, band_axis, window)
-    done = 0
-    for batch_starts in _batches(tiles, batch_size):
+    stats_iter = iter(stats) if stats is not None else None
+    windows: dict[tuple[tuple[int, ...], int], torch.Tensor] = {}
+    pending: list[tuple[_Job, tuple[int, ...]]] = []
+    in_flight: list[_Job] = []
+    done = total = 0
+
+    def run_pending() -> Iterator[np.ndarray]:
+        nonlocal batch_size, done
         if should_stop is not None and should_stop():
-            return None
-        batch = np.stack([_read_tile(image, s, tile) for s in batch_starts])
-        result, batch_size = _run(
-            network, batch, mode, device, batch_size, low_t, scale_t, on_message
-        )
-        for start, pred in zip(batch_starts, result, strict=True):
-            band.add(start, pred, out)
-        done += len(batch_starts)
+            raise _Stopped
+        batch = np.stack([_read_tile(job.image, start, job.tile) for job, start in pending])
+        low = torch.cat([job.low for job, _ in pending])
+        scale = torch.cat([job.scale for job, _ in pending])
+        result, batch_size = _run(network, batch, mode, device, batch_size, low, scale, on_message)
+        for (job, start), pred in zip(pending, result, strict=True):
+            job.band.add(start, pred, job.out)
+            job.remaining -= 1
+        done += len(pending)
+        pending.clear()
         if progress is not None:
-            progress(done, len(tiles))
-    band.flush_all(out)
-    return out
+            progress(done, total)
+        while in_flight and in_flight[0].remaining == 0:
+            job = in_flight.pop(0)
+            job.band.flush_all(job.out)
+            yield job.out
+
+    try:
+        for image in images:
+            image_stats = next(stats_iter) if stats_iter is not None else None
+            job = _Job.plan(
+                image, image_stats, tile_shape, overlap, size_multiple, device, out_dtype, windows
+            )
+            in_flight.append(job)
+            total += len(job.tiles)
+            for start in job.tiles:
+                if pending and (len(pending) >= batch_size or pending[0][0].tile != job.tile):
+                    yield from run_pending()
+                pending.append((job, start))
+        if pending:
+            yield from run_pending()
+    except _Stopped:
+        return
+
+
+class _Stopped(Exception):
+    """Raised inside the tile loop when the caller asks to stop."""
+
+
+class _Job:
+    """One image's tiling plan, normalisation and accumulators."""
+
+    def __init__(self, image, tile, tiles, low, scale, out, band) -> None:
+        self.image, self.tile, self.tiles = image, tile, tiles
+        self.low, self.scale, self.out, self.band = low, scale, out, band
+        self.remaining = len(tiles)
+
+    @classmethod
+    def plan(cls, image, stats, tile_shape, overlap, size_multiple, device, out_dtype, windows):
+        spatial = tuple(image.shape[1:])
+        ndim = len(spatial)
+        if tile_shape is None:
+            tile_shape = (512, 512) if ndim == 2 else (32, 256, 256)
+        if len(tile_shape) != ndim:
+            raise InputError(f"tile shape {tile_shape} does not fit a {ndim}D image")
+        tile = _fit_tile(tuple(int(t) for t in tile_shape), spatial, size_multiple)
+        ov = max(8, min(tile) // 8) if overlap is None else overlap
+        low, high = channel_percentiles(image) if stats is None else stats
+        stat_shape = (1, -1) + (1,) * ndim
+        low_t = torch.as_tensor(np.asarray(low, np.float32), device=device).reshape(stat_shape)
+        scale_t = torch.as_tensor(
+            1.0 / np.maximum(np.asarray(high, np.float32) - np.asarray(low, np.float32), 1e-6),
+            device=device,
+        ).reshape(stat_shape)
+        starts = [tile_starts(s, t, ov) for s, t in zip(spatial, tile, strict=True)]
+        band_axis = int(np.argmax(spatial))
+        order = [band_axis] + [a for a in range(ndim) if a != band_axis]
+        tiles = sorted(itertools.product(*starts), key=lambda s: [s[a] for a in order])
+        if (tile, ov) not in windows:
+            windows[(tile, ov)] = torch.from_numpy(blend_window(tile, ov)).to(device)
+        out = np.empty((2, *spatial), dtype=out_dtype)
+        band = _Band(spatial, tile, band_axis, windows[(tile, ov)])
+        return cls(image, tile, tiles, low_t, scale_t, out, band)
 
 
 _TORCH_DTYPE = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32}
 _TORCH_NATIVE = {
     np.dtype(t) for t in (np.uint8, np.int8, np.int16, np.int32, np.float16, np.float32, np.float64)
 }
-
-
-def _batches(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def _read_tile(image: np.ndarray, start: tuple[int, ...], tile: tuple[int, ...]) -> np.ndarray:
@@ -197,18 +280,15 @@ def _run(
     """Normalise and forward a batch on the device; on CUDA out-of-memory, retry in smaller
     pieces and say so. Returns activated outputs, still on the device."""
     x = torch.from_numpy(batch)
+    amp = autocast_dtype(device)
     while True:
         try:
             outs = []
             for i in range(0, len(x), batch_size):
                 part = x[i : i + batch_size].to(device, non_blocking=True).float()
-                part = ((part - low) * scale).contiguous(memory_format=memory_format(part.ndim - 2))
-                with (
-                    torch.inference_mode(),
-                    torch.autocast(
-                        device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
-                    ),
-                ):
+                part = (part - low[i : i + batch_size]) * scale[i : i + batch_size]
+                part = part.contiguous(memory_format=memory_format(part.ndim - 2))
+                with torch.inference_mode(), autocast(device, amp):
                     outs.append(activate(network(part), mode))
             return torch.cat(outs), batch_size
         except torch.cuda.OutOfMemoryError:

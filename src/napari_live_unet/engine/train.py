@@ -12,7 +12,7 @@ import torch
 from .augment import augment_batch
 from .config import ModelConfig, NormalizationConfig, PostprocessConfig, TrainConfig
 from .data import TrainingPair, split_validation
-from .device import resolve_device
+from .device import autocast, autocast_dtype, resolve_device
 from .errors import InputError
 from .evaluation import CachedValidation, limit_pixels, tune_postprocess
 from .events import (
@@ -114,7 +114,7 @@ def train(
     optimizer = torch.optim.AdamW(
         network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    use_amp = config.mixed_precision and device.type == "cuda"
+    amp_dtype = autocast_dtype(device) if config.mixed_precision else None
     forward = torch.compile(network) if config.compile and device.type == "cuda" else network
     generator = torch.Generator().manual_seed(config.seed if config.seed is not None else 0)
     total_steps = config.epochs * config.steps_per_epoch if config.epochs else None
@@ -168,7 +168,7 @@ def train(
                     class_weights,
                     generator,
                     device,
-                    use_amp,
+                    amp_dtype,
                 )
             except torch.cuda.OutOfMemoryError:
                 if batch_size == 1:
@@ -188,7 +188,7 @@ def train(
         if not epoch_losses:
             epoch -= 1
             break
-        val_loss = _validation_loss(network, val_patches, mode, class_weights, use_amp, device)
+        val_loss = _validation_loss(network, val_patches, mode, class_weights, amp_dtype, device)
         train_loss = float(torch.stack(epoch_losses).mean())
         monitored = val_loss if val_loss is not None else train_loss
         is_best = monitored < best_loss
@@ -300,14 +300,14 @@ def _step(
     class_weights,
     generator,
     device,
-    use_amp,
+    amp_dtype,
 ) -> torch.Tensor:
     image, targets, mask = sampler.sample(batch_size)
     image, targets, mask = augment_batch(
         image, targets, mask, config.augment, categorical=categorical, generator=generator
     )
     image = image.contiguous(memory_format=memory_format(image.ndim - 2))
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+    with autocast(device, amp_dtype):
         raw = network(image)
     loss = segmentation_loss(raw, targets, mask, mode, class_weights)
     optimizer.zero_grad(set_to_none=True)
@@ -317,7 +317,7 @@ def _step(
     return loss.detach()
 
 
-def _validation_loss(network, patches, mode, class_weights, use_amp, device) -> float | None:
+def _validation_loss(network, patches, mode, class_weights, amp_dtype, device) -> float | None:
     if not patches:
         return None
     network.eval()
@@ -329,7 +329,7 @@ def _validation_loss(network, patches, mode, class_weights, use_amp, device) -> 
             image = image.contiguous(memory_format=memory_format(image.ndim - 2))
             targets = torch.stack([c[1] for c in chunk])
             mask = torch.stack([c[2] for c in chunk])
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            with autocast(device, amp_dtype):
                 raw = network(image)
             n = float(mask.sum())
             total += float(segmentation_loss(raw, targets, mask, mode, class_weights)) * n
