@@ -27,6 +27,7 @@ from napari_live_unet.engine import (
     ValidationMetrics,
     dataset_counts,
     load_folder_pairs,
+    recommended_settings,
     resolve_device,
     train,
 )
@@ -42,10 +43,10 @@ def main() -> None:
     p.add_argument("--time-budget", type=float, default=300.0)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--device", default="auto")
-    p.add_argument("--base-channels", type=int, default=16)
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--patch-size", type=int, default=128)
+    p.add_argument("--base-channels", type=int, default=None)
+    p.add_argument("--depth", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--patch-size", type=int, default=None)
     p.add_argument("--steps-per-epoch", type=int, default=50)
     p.add_argument("--learning-rate", type=float, default=3e-3)
     p.add_argument("--val-ap-every", type=int, default=0)
@@ -57,6 +58,9 @@ def main() -> None:
     args = p.parse_args()
 
     device = resolve_device(args.device)
+    for key, value in recommended_settings(device.type).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     t0 = time.perf_counter()
     train_pairs = load_folder_pairs(args.data / "train" / "images", args.data / "train" / "labels")
     test_pairs = load_folder_pairs(args.data / "test" / "images", args.data / "test" / "labels")

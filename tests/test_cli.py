@@ -6,6 +6,8 @@ import tifffile
 
 from napari_live_unet.cli import main
 
+from .conftest import write_dataset
+
 TINY = [
     "--base-channels",
     "4",
@@ -22,22 +24,32 @@ TINY = [
 ]
 
 
-def _train(images, labels, out, *extra):
-    return main(
-        [
-            "train",
-            "--images",
-            str(images),
-            "--labels",
-            str(labels),
-            "--out",
-            str(out),
-            "--epochs",
-            "2",
-            *TINY,
-            *extra,
-        ]
-    )
+def _train_argv(images, labels, out, epochs="1"):
+    return [
+        "train",
+        "--images",
+        str(images),
+        "--labels",
+        str(labels),
+        "--out",
+        str(out),
+        "--epochs",
+        epochs,
+        *TINY,
+    ]
+
+
+def _train(images, labels, out):
+    return main(_train_argv(images, labels, out, epochs="2"))
+
+
+def _expect_error(capsys, argv, pattern, out_path=None):
+    """The command fails with a message containing ``pattern`` and writes nothing."""
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "error:" in err and pattern in err, err
+    if out_path is not None:
+        assert not out_path.exists()
 
 
 @pytest.mark.slow
@@ -68,10 +80,8 @@ def test_train_predict_evaluate(dataset, tmp_path, capsys):
         pred = tifffile.imread(out / f"{name}.tif")
         assert pred.shape == (96, 96) and np.issubdtype(pred.dtype, np.integer)
         assert tifffile.imread(out / f"{name}_maps.tif").shape == (2, 96, 96)
-    capsys.readouterr()
-    (out / "img0_maps.tif").unlink()
-    for name in ("img1", "img2", "img3"):
         (out / f"{name}_maps.tif").unlink()
+    capsys.readouterr()
     assert main(["evaluate", "--labels", str(labels), "--pred", str(out)]) == 0
     text = capsys.readouterr().out
     for t in ("0.5", "0.6", "0.7", "0.8", "0.9"):
@@ -85,126 +95,57 @@ def test_evaluate_perfect_prediction(dataset, capsys):
     assert "0.5  1.0000" in capsys.readouterr().out
 
 
-def _expect_error(capsys, argv, pattern, out_path=None):
-    assert main(argv) != 0
-    err = capsys.readouterr().err
-    assert "error:" in err and pattern in err, err
-    if out_path is not None:
-        assert not out_path.exists()
+def test_evaluate_names_missing_predictions_and_shape_mismatch(dataset, tmp_path, capsys):
+    _, labels = dataset
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    tifffile.imwrite(pred / "img0.tif", np.zeros((96, 96), np.uint16))
+    _expect_error(
+        capsys, ["evaluate", "--labels", str(labels), "--pred", str(pred)], "no prediction for img1"
+    )
+    for i in (1, 2, 3):
+        tifffile.imwrite(pred / f"img{i}.tif", np.zeros((96, 90), np.uint16))
+    _expect_error(capsys, ["evaluate", "--labels", str(labels), "--pred", str(pred)], "(96, 90)")
 
 
 def test_shape_mismatch_named(dataset, tmp_path, capsys):
     images, labels = dataset
     tifffile.imwrite(labels / "img1.tif", np.ones((90, 96), np.uint16))
     out = tmp_path / "m.pt"
-    _expect_error(
-        capsys,
-        [
-            "train",
-            "--images",
-            str(images),
-            "--labels",
-            str(labels),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            *TINY,
-        ],
-        "(96, 96)",
-        out,
-    )
+    _expect_error(capsys, _train_argv(images, labels, out), "(96, 96)", out)
 
 
 def test_float_labels(dataset, tmp_path, capsys):
     images, labels = dataset
     tifffile.imwrite(labels / "img2.tif", np.ones((96, 96), np.float32))
     out = tmp_path / "m.pt"
-    _expect_error(
-        capsys,
-        [
-            "train",
-            "--images",
-            str(images),
-            "--labels",
-            str(labels),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            *TINY,
-        ],
-        "img2.tif",
-        out,
-    )
+    _expect_error(capsys, _train_argv(images, labels, out), "img2.tif", out)
 
 
 def test_unmatched_names_and_empty_folder(dataset, tmp_path, capsys):
     images, labels = dataset
     (images / "img3.tif").rename(images / "extra.tif")
     out = tmp_path / "m.pt"
-    argv = [
-        "train",
-        "--images",
-        str(images),
-        "--labels",
-        str(labels),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        *TINY,
-    ]
-    _expect_error(capsys, argv, "extra", out)
+    _expect_error(capsys, _train_argv(images, labels, out), "extra", out)
     empty = tmp_path / "empty"
     empty.mkdir()
-    argv[2] = str(empty)
-    _expect_error(capsys, argv, "no .tif images", out)
+    _expect_error(capsys, _train_argv(empty, labels, out), "no .tif images", out)
 
 
 def test_labels_without_objects(dataset, tmp_path, capsys):
     images, labels = dataset
     tifffile.imwrite(labels / "img0.tif", np.zeros((96, 96), np.uint16))
     out = tmp_path / "m.pt"
-    _expect_error(
-        capsys,
-        [
-            "train",
-            "--images",
-            str(images),
-            "--labels",
-            str(labels),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            *TINY,
-        ],
-        "no objects",
-        out,
-    )
+    _expect_error(capsys, _train_argv(images, labels, out), "no objects", out)
 
 
 def test_nan_pixels_and_unreadable_tiff(dataset, tmp_path, capsys):
     images, labels = dataset
-    bad = np.full((96, 96), np.nan, np.float32)
-    tifffile.imwrite(images / "img1.tif", bad)
+    tifffile.imwrite(images / "img1.tif", np.full((96, 96), np.nan, np.float32))
     out = tmp_path / "m.pt"
-    argv = [
-        "train",
-        "--images",
-        str(images),
-        "--labels",
-        str(labels),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        *TINY,
-    ]
-    _expect_error(capsys, argv, "NaN", out)
+    _expect_error(capsys, _train_argv(images, labels, out), "NaN", out)
     (images / "img1.tif").write_bytes(b"garbage")
-    _expect_error(capsys, argv, "not a readable TIFF", out)
+    _expect_error(capsys, _train_argv(images, labels, out), "not a readable TIFF", out)
 
 
 @pytest.mark.parametrize("device,message", [("tpu", "unknown device"), ("cuda:7", "not available")])
@@ -215,6 +156,17 @@ def test_bad_device(dataset, tmp_path, capsys, device, message):
         pytest.skip("this machine has 8 GPUs")
     images, labels = dataset
     out = tmp_path / "m.pt"
+    argv = _train_argv(images, labels, out)
+    argv[argv.index("--device") + 1] = device
+    _expect_error(capsys, argv, message, out)
+
+
+def test_bad_numbers_rejected_before_training(dataset, tmp_path, capsys):
+    images, labels = dataset
+    out = tmp_path / "m.pt"
+    _expect_error(
+        capsys, [*_train_argv(images, labels, out), "--batch-size", "0"], "--batch-size", out
+    )
     argv = [
         "train",
         "--images",
@@ -223,17 +175,16 @@ def test_bad_device(dataset, tmp_path, capsys, device, message):
         str(labels),
         "--out",
         str(out),
-        "--epochs",
-        "1",
-        *TINY,
+        "--time-budget",
+        "-5",
+        "--device",
+        "cpu",
     ]
-    argv[argv.index("--device") + 1] = device
-    _expect_error(capsys, argv, message, out)
+    _expect_error(capsys, argv, "--time-budget", out)
+    _expect_error(capsys, _train_argv(images, labels, tmp_path), "is a folder")
 
 
 def test_small_images_are_padded_not_rejected(tmp_path):
-    from .conftest import write_dataset
-
     images, labels = write_dataset(tmp_path / "small", n_images=3, shape=(24, 20))
     assert _train(images, labels, tmp_path / "m.pt") == 0
 
@@ -245,22 +196,18 @@ def test_predict_refuses_bad_inputs_before_writing(dataset, tmp_path, capsys):
     capsys.readouterr()
     tifffile.imwrite(images / "img3.tif", np.full((96, 96), np.inf, np.float32))
     out = tmp_path / "pred"
-    _expect_error(
-        capsys,
-        [
-            "predict",
-            "--model",
-            str(model),
-            "--images",
-            str(images),
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-        ],
-        "img3.tif",
-        out,
-    )
+    predict = [
+        "predict",
+        "--model",
+        str(model),
+        "--images",
+        str(images),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+    _expect_error(capsys, predict, "img3.tif", out)
     _expect_error(
         capsys,
         [

@@ -61,18 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="train for this many seconds (default: 300)",
     )
     tr.add_argument("--steps-per-epoch", type=int, default=50)
-    tr.add_argument("--batch-size", type=int, default=8)
-    tr.add_argument("--patch-size", type=int, default=128)
+    tr.add_argument(
+        "--batch-size", type=int, help="patches per step (default: 8 on CPU, 32 on GPU)"
+    )
+    tr.add_argument(
+        "--patch-size", type=int, help="patch edge in pixels (default: 128 on CPU, 256 on GPU)"
+    )
     tr.add_argument("--learning-rate", type=float, default=3e-3)
     tr.add_argument(
-        "--base-channels", type=int, default=16, help="width of the first U-net level (model size)"
+        "--base-channels",
+        type=int,
+        help="width of the first U-net level, i.e. model size (default: 8 on CPU, 32 on GPU)",
     )
-    tr.add_argument("--depth", type=int, default=3, help="number of down-sampling steps")
+    tr.add_argument(
+        "--depth", type=int, help="number of down-sampling steps (default: 3 on CPU, 4 on GPU)"
+    )
     tr.add_argument("--norm", choices=["batch", "group", "instance", "none"], default="batch")
     tr.add_argument(
         "--val-ap-every",
         type=int,
-        default=5,
+        default=10,
         help="compute validation AP every N epochs (0: never)",
     )
     tr.add_argument(

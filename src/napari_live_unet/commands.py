@@ -25,6 +25,7 @@ from .engine import (
     save_model,
     train,
 )
+from .engine.config import recommended_settings
 from .engine.data import check_labels
 from .engine.errors import InputError
 from .engine.io import list_tiffs, read_tiff, smallest_label_dtype, write_tiff_atomic
@@ -110,6 +111,9 @@ def run_train(args: argparse.Namespace) -> int:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.time_budget is not None and args.time_budget <= 0:
         raise InputError(f"--time-budget must be positive, got {args.time_budget}")
+    for key, value in recommended_settings(device.type).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     initial = load_model(args.init_model, device) if args.init_model else None
     pairs = load_folder_pairs(args.images, args.labels)
     val_pairs = (

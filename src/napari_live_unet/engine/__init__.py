@@ -10,6 +10,7 @@ from .config import (
     NormalizationConfig,
     PostprocessConfig,
     TrainConfig,
+    recommended_settings,
 )
 from .data import TrainingPair, load_folder_pairs, make_pair, split_validation
 from .device import available_devices, resolve_device
@@ -55,6 +56,7 @@ __all__ = [
     "load_model",
     "make_pair",
     "match_counts",
+    "recommended_settings",
     "resolve_device",
     "run_training",
     "save_model",

@@ -42,13 +42,14 @@ class CachedValidation:
             model.predict_outputs_many((p.image for p in self.pairs), channel_axis=0)
         )
         self.gts = [_masked(p.labels, p.annotated) for p in self.pairs]
+        self.caches: list[dict] = [{} for _ in self.pairs]
 
     def counts(
         self, params: PostprocessConfig, thresholds: Sequence[float] = DEFAULT_THRESHOLDS
     ) -> list[MatchCounts]:
         preds = [
-            _masked(instances_from_outputs(o, self.mode, params), p.annotated)
-            for o, p in zip(self.outputs, self.pairs, strict=True)
+            _masked(instances_from_outputs(o, self.mode, params, cache), p.annotated)
+            for o, p, cache in zip(self.outputs, self.pairs, self.caches, strict=True)
         ]
         return dataset_counts(self.gts, preds, thresholds)
 
@@ -66,8 +67,8 @@ def tune_postprocess(
     Maximises the mean of AP@0.5 and AP@0.7 on the cached validation outputs.
     """
     grids = {
-        "fg_threshold": [0.3, 0.4, 0.5, 0.6, 0.7],
-        "seed_threshold": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+        "fg_threshold": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+        "seed_threshold": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
         "min_size": [0, 5, 10, 20, 40],
     }
     if cache.mode == "distance":

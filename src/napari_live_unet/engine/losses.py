@@ -60,7 +60,7 @@ def segmentation_loss(
     return (
         (bce * m).sum() / denom
         + _dice_loss(torch.sigmoid(raw[:, 0]), fg, m)
-        + 4.0 * (mse * weight).sum() / (weight.sum() + _EPS)
+        + 10.0 * (mse * weight).sum() / (weight.sum() + _EPS)
     )
 
 

@@ -19,7 +19,6 @@ from .postprocess import instances_from_outputs
 from .predict import (
     MessageCallback,
     ProgressCallback,
-    predict_outputs,
     predict_outputs_many,
 )
 from .unet import UNet, memory_format
@@ -100,28 +99,20 @@ class SegmentationModel:
         on_message: MessageCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> np.ndarray | None:
-        """Foreground probability and auxiliary map, shape (2, *spatial), float16."""
-        image = self.prepare_image(image, channel_axis)
-        low, high = channel_percentiles(image, self.normalization)
-        was_training = self.network.training
-        self.network.eval()
-        try:
-            return predict_outputs(
-                self.network,
-                image,
-                mode=self.config.mode,
-                size_multiple=self.config.size_multiple,
-                low=low,
-                high=high,
-                tile_shape=tile_shape,
-                batch_size=batch_size,
-                device=self.device,
-                progress=progress,
-                on_message=on_message,
-                should_stop=should_stop,
-            )
-        finally:
-            self.network.train(was_training)
+        """Foreground probability and auxiliary map, shape (2, *spatial), float16.
+
+        Returns None if ``should_stop`` ended prediction early.
+        """
+        results = self.predict_outputs_many(
+            [image],
+            channel_axis=channel_axis,
+            tile_shape=tile_shape,
+            batch_size=batch_size,
+            progress=progress,
+            on_message=on_message,
+            should_stop=should_stop,
+        )
+        return next(results, None)
 
     def predict_outputs_many(
         self,
