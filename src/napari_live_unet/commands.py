@@ -47,6 +47,7 @@ def _train_with_progress(
     """Run training, drawing a progress bar and one line per epoch on stderr."""
     bar = tqdm(
         total=1000,
+        disable=None,  # no bar when stderr is not a terminal (logs keep the epoch lines)
         desc="training",
         unit="‰",
         file=sys.stderr,
@@ -185,7 +186,9 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out}: exists and is not a folder")
     # Check every input before writing anything.
-    for path in tqdm(files.values(), desc="checking", unit="image", file=sys.stderr, leave=False):
+    for path in tqdm(
+        files.values(), desc="checking", unit="image", file=sys.stderr, leave=False, disable=None
+    ):
         try:
             model.prepare_image(read_tiff(path))
         except InputError as exc:
@@ -204,6 +207,7 @@ def run_predict(args: argparse.Namespace) -> int:
         zip(names, outputs, strict=True),
         total=len(names),
         desc="predicting",
+        disable=None,
         unit="image",
         file=sys.stderr,
     ):
