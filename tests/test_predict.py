@@ -112,3 +112,15 @@ def test_many_images_share_batches_and_match_single_predictions():
     for image, out in zip(images, many, strict=True):
         single = model.predict_outputs(image, tile_shape=(64, 64), batch_size=1)
         np.testing.assert_allclose(out.astype(np.float32), single.astype(np.float32), atol=2e-3)
+
+
+def test_segment_many_matches_one_by_one():
+    model = SegmentationModel.create(ModelConfig(base_channels=4, depth=2))
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 255, (48, 48)).astype(np.uint8) for _ in range(5)]
+    results = list(model.segment_many(iter(images), workers=2, tile_shape=(64, 64)))
+    assert len(results) == 5
+    for image, (maps, labels) in zip(images, results, strict=True):
+        assert maps.shape == (2, 48, 48)
+        np.testing.assert_array_equal(labels, model.instances(maps))
+        np.testing.assert_array_equal(labels, model.segment(image, tile_shape=(64, 64)))

@@ -196,22 +196,22 @@ def run_predict(args: argparse.Namespace) -> int:
     tile = None if args.tile_size is None else (args.tile_size,) * model.config.ndim
     start, pixels = time.perf_counter(), 0
     names = list(files)
-    # Tiles of consecutive small images share GPU batches; files are read as needed.
-    outputs = model.predict_outputs_many(
+    # Tiles of consecutive small images share GPU batches; files are read as needed, and
+    # post-processing of one image overlaps prediction of the next.
+    results = model.segment_many(
         (read_tiff(files[name]) for name in names),
         tile_shape=tile,
         batch_size=args.batch_size,
         on_message=lambda m: tqdm.write(m, file=sys.stderr),
     )
-    for name, maps in tqdm(
-        zip(names, outputs, strict=True),
+    for name, (maps, labels) in tqdm(
+        zip(names, results, strict=True),
         total=len(names),
         desc="predicting",
         disable=None,
         unit="image",
         file=sys.stderr,
     ):
-        labels = model.instances(maps)
         write_tiff_atomic(
             args.out / f"{name}.tif", labels.astype(smallest_label_dtype(int(labels.max())))
         )

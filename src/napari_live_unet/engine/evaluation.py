@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -47,10 +49,13 @@ class CachedValidation:
     def counts(
         self, params: PostprocessConfig, thresholds: Sequence[float] = DEFAULT_THRESHOLDS
     ) -> list[MatchCounts]:
-        preds = [
-            _masked(instances_from_outputs(o, self.mode, params, cache), p.annotated)
-            for o, p, cache in zip(self.outputs, self.pairs, self.caches, strict=True)
-        ]
+        def one(i: int) -> np.ndarray:
+            labels = instances_from_outputs(self.outputs[i], self.mode, params, self.caches[i])
+            return _masked(labels, self.pairs[i].annotated)
+
+        # scikit-image releases the GIL for most of the post-processing.
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            preds = list(pool.map(one, range(len(self.pairs))))
         return dataset_counts(self.gts, preds, thresholds)
 
 
