@@ -10,6 +10,8 @@ import pytest
 import tifffile
 from scipy import ndimage as ndi
 
+from napari_live_unet.engine.predict import predict_outputs_many
+
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
@@ -56,6 +58,12 @@ def write_dataset(root: Path, n_images=4, shape=(96, 96), seed=0) -> tuple[Path,
         tifffile.imwrite(images / f"img{i}.tif", img)
         tifffile.imwrite(labels / f"img{i}.tif", lab)
     return images, labels
+
+
+def predict_one(network, image, low=None, high=None, **kwargs):
+    """Outputs for a single image, or None when stopped early."""
+    stats = None if low is None else [(low, high)]
+    return next(predict_outputs_many(network, [image], stats=stats, **kwargs), None)
 
 
 @pytest.fixture

@@ -16,9 +16,8 @@ from napari_live_unet.engine import (
     make_pair,
     train,
 )
-from napari_live_unet.engine.predict import predict_outputs
 
-from .conftest import synthetic_nuclei
+from .conftest import predict_one, synthetic_nuclei
 
 
 class FitsAtMost(torch.nn.Module):
@@ -38,7 +37,7 @@ def test_prediction_retries_with_smaller_batch_and_says_so():
     net = FitsAtMost(model, 2)
     messages = []
     image = np.random.default_rng(0).random((1, 128, 128)).astype(np.float32)
-    out = predict_outputs(
+    out = predict_one(
         net,
         image,
         mode="distance",
@@ -48,7 +47,7 @@ def test_prediction_retries_with_smaller_batch_and_says_so():
         batch_size=8,
         on_message=messages.append,
     )
-    expected = predict_outputs(
+    expected = predict_one(
         model, image, mode="distance", size_multiple=4, tile_shape=(32, 32), overlap=0, batch_size=1
     )
     np.testing.assert_allclose(out.astype(np.float32), expected.astype(np.float32), atol=1e-3)

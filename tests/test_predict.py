@@ -4,7 +4,9 @@ import torch
 
 from napari_live_unet.engine import ModelConfig, SegmentationModel
 from napari_live_unet.engine.errors import InputError
-from napari_live_unet.engine.predict import _Band, blend_window, predict_outputs, tile_starts
+from napari_live_unet.engine.predict import _Band, blend_window, tile_starts
+
+from .conftest import predict_one
 
 
 class Pointwise(torch.nn.Module):
@@ -27,7 +29,7 @@ def test_tiled_prediction_matches_whole_image(shape, tile, overlap):
     rng = np.random.default_rng(0)
     image = rng.random((1, *shape)).astype(np.float32)
     low, high = np.zeros(1, np.float32), np.ones(1, np.float32)
-    out = predict_outputs(
+    out = predict_one(
         Pointwise(),
         image,
         mode="distance",
@@ -67,7 +69,7 @@ def test_band_accumulator_is_bounded_by_tile_not_image():
 def test_stop_returns_none_and_progress_reported():
     image = np.zeros((1, 128, 128), np.float32)
     calls = []
-    out = predict_outputs(
+    out = predict_one(
         Pointwise(),
         image,
         mode="distance",

@@ -56,86 +56,6 @@ def _fit_tile(tile: tuple[int, ...], shape: tuple[int, ...], multiple: int) -> t
     )
 
 
-def predict_outputs(
-    network: torch.nn.Module,
-    image: np.ndarray,
-    *,
-    mode: str,
-    size_multiple: int,
-    low: np.ndarray | None = None,
-    high: np.ndarray | None = None,
-    tile_shape: tuple[int, ...] | None = None,
-    overlap: int | None = None,
-    batch_size: int = 8,
-    device: torch.device | str = "cpu",
-    out_dtype: np.dtype | type = np.float16,
-    progress: ProgressCallback | None = None,
-    on_message: MessageCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> np.ndarray | None:
-    """Run the network over a channel-first image tile by tile.
-
-    Parameters
-    ----------
-    network : torch.nn.Module
-        The U-net, already on ``device`` and in eval mode.
-    image : ndarray, shape (C, *spatial)
-        Raw image (any dtype, any size). It is never copied as a whole: each tile is read,
-        normalised and padded on its own.
-    mode : {"boundary", "distance"}
-        How to activate the raw output.
-    size_multiple : int
-        Tiles are padded to a multiple of this.
-    low, high : ndarray, shape (C,), optional
-        Normalisation percentiles; computed from the image when omitted.
-    tile_shape : tuple of int, optional
-        Tile size; defaults to 512 in 2D and 32×256×256 in 3D.
-    overlap : int, optional
-        Overlap between tiles in pixels; defaults to 1/8 of the tile.
-    batch_size : int
-        Tiles per forward pass. Halved automatically on CUDA out-of-memory.
-    device : torch.device or str
-        Where the network runs.
-    out_dtype : dtype
-        Storage type of the result (float16 halves memory; values are in [0, 1]).
-    progress : callable(done, total), optional
-        Called after each batch of tiles.
-    on_message : callable(str), optional
-        Receives notices such as out-of-memory retries.
-    should_stop : callable() -> bool, optional
-        Checked between batches; when it returns True, prediction ends and returns None.
-
-    Returns
-    -------
-    ndarray, shape (2, *spatial) or None
-        Foreground probability and auxiliary map, or None if stopped.
-
-    Notes
-    -----
-    Tiles are visited in order along the longest axis. Float32 accumulators cover only one
-    band of tiles along that axis; each band is finalised into the output as soon as no
-    later tile can touch it. Working memory is therefore bounded by the band size, not the
-    image size.
-    """
-    stats = None if low is None or high is None else (low, high)
-    results = predict_outputs_many(
-        network,
-        [image],
-        mode=mode,
-        size_multiple=size_multiple,
-        stats=None if stats is None else [stats],
-        tile_shape=tile_shape,
-        overlap=overlap,
-        batch_size=batch_size,
-        device=device,
-        out_dtype=out_dtype,
-        progress=progress,
-        on_message=on_message,
-        should_stop=should_stop,
-    )
-    return next(iter(results), None)
-
-
 def predict_outputs_many(
     network: torch.nn.Module,
     images: Iterable[np.ndarray],
@@ -152,13 +72,55 @@ def predict_outputs_many(
     on_message: MessageCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[np.ndarray]:
-    """Predict a stream of images, batching tiles across images; yields outputs in order.
+    """Run the network tile by tile over a stream of channel-first images.
 
-    Small images (one tile each) are batched together, which keeps a GPU busy on folders of
-    many small images. Arguments are as for :func:`predict_outputs`; ``stats`` gives the
-    (low, high) percentiles of each image (computed from the image when omitted). Images
-    are read from ``images`` only as their tiles are needed, and each output is yielded as
-    soon as its last tile is blended. Progress counts tiles of the images planned so far.
+    Tiles of consecutive small images share batches, which keeps a GPU busy on folders of
+    many small images. Images are read from ``images`` only as their tiles are needed, and
+    each output is yielded, in order, as soon as its last tile is blended.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The U-net, already on ``device`` and in eval mode.
+    images : iterable of ndarray, shape (C, *spatial)
+        Raw images (any dtype, any size). None is copied as a whole: each tile is read,
+        normalised and padded on its own.
+    mode : {"boundary", "distance"}
+        How to activate the raw output.
+    size_multiple : int
+        Tiles are padded to a multiple of this.
+    stats : iterable of (low, high), optional
+        Normalisation percentiles of each image, shape (C,) each; computed from the image
+        when omitted.
+    tile_shape : tuple of int, optional
+        Tile size; defaults to 512 in 2D and 32×256×256 in 3D.
+    overlap : int, optional
+        Overlap between tiles in pixels; defaults to 1/8 of the tile.
+    batch_size : int
+        Tiles per forward pass. Halved automatically on CUDA out-of-memory.
+    device : torch.device or str
+        Where the network runs.
+    out_dtype : dtype
+        Storage type of the result (float16 halves memory; values are in [0, 1]).
+    progress : callable(done, total), optional
+        Called after each batch of tiles; ``total`` counts the tiles of the images planned
+        so far.
+    on_message : callable(str), optional
+        Receives notices such as out-of-memory retries.
+    should_stop : callable() -> bool, optional
+        Checked between batches; when it returns True, the stream ends early.
+
+    Yields
+    ------
+    ndarray, shape (2, *spatial)
+        Foreground probability and auxiliary map of each image.
+
+    Notes
+    -----
+    Tiles are visited in order along the longest axis. Float32 accumulators cover only one
+    band of tiles along that axis; each band is finalised into the output as soon as no
+    later tile can touch it. Working memory is therefore bounded by the band size, not the
+    image size.
     """
     device = torch.device(device)
     stats_iter = iter(stats) if stats is not None else None

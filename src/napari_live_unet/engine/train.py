@@ -89,7 +89,7 @@ def train(
         pairs, val_pairs = split_validation(pairs, config.val_fraction, config.seed)
     val_pairs = list(val_pairs)
 
-    model = _initial_model(pairs, model_config, initial_model, device, config)
+    model = _initial_model(pairs, model_config, initial_model, device)
     mode, ndim = model.config.mode, model.config.ndim
     for p in [*pairs, *val_pairs]:
         if p.labels.ndim != ndim or p.image.shape[0] != model.config.in_channels:
@@ -259,7 +259,7 @@ def train(
     return model
 
 
-def _initial_model(pairs, model_config, initial_model, device, config) -> SegmentationModel:
+def _initial_model(pairs, model_config, initial_model, device) -> SegmentationModel:
     if initial_model is not None:
         model = copy.deepcopy(initial_model)
         model.history = list(initial_model.history)
@@ -267,7 +267,6 @@ def _initial_model(pairs, model_config, initial_model, device, config) -> Segmen
     model_config = model_config or ModelConfig(
         ndim=pairs[0].labels.ndim, in_channels=pairs[0].image.shape[0]
     )
-    del config
     return SegmentationModel.create(
         model_config, normalization=NormalizationConfig(), postprocess=PostprocessConfig()
     ).to(device)
