@@ -182,6 +182,9 @@ def test_bad_numbers_rejected_before_training(dataset, tmp_path, capsys):
     ]
     _expect_error(capsys, argv, "--time-budget", out)
     _expect_error(capsys, _train_argv(images, labels, tmp_path), "is a folder")
+    _expect_error(
+        capsys, [*_train_argv(images, labels, out), "--patch-size", "4"], "patch_size", out
+    )
 
 
 def test_small_images_are_padded_not_rejected(tmp_path):

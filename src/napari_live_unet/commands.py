@@ -115,6 +115,24 @@ def run_train(args: argparse.Namespace) -> int:
     for key, value in recommended_settings(device.type).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    time_budget = args.time_budget if args.epochs is None else None
+    if args.epochs is None and time_budget is None:
+        time_budget = 300.0
+    try:  # settings are checked before any data is read
+        config = TrainConfig(
+            epochs=args.epochs,
+            time_budget=time_budget,
+            steps_per_epoch=args.steps_per_epoch,
+            batch_size=args.batch_size,
+            patch_size=args.patch_size,
+            learning_rate=args.learning_rate,
+            val_ap_every=args.val_ap_every,
+            early_stopping_patience=args.patience or None,
+            seed=args.seed,
+            compile=args.compile,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     initial = load_model(args.init_model, device) if args.init_model else None
     pairs = load_folder_pairs(args.images, args.labels)
     val_pairs = (
@@ -124,21 +142,6 @@ def run_train(args: argparse.Namespace) -> int:
     channels = {p.image.shape[0] for p in pairs}
     if len(channels) > 1 or any(p.labels.ndim != ndim for p in pairs):
         raise InputError(f"{args.images}: images differ in dimensionality or channel count")
-    time_budget = args.time_budget if args.epochs is None else None
-    if args.epochs is None and time_budget is None:
-        time_budget = 300.0
-    config = TrainConfig(
-        epochs=args.epochs,
-        time_budget=time_budget,
-        steps_per_epoch=args.steps_per_epoch,
-        batch_size=args.batch_size,
-        patch_size=args.patch_size,
-        learning_rate=args.learning_rate,
-        val_ap_every=args.val_ap_every,
-        early_stopping_patience=args.patience or None,
-        seed=args.seed,
-        compile=args.compile,
-    )
     model_config = ModelConfig(
         ndim=ndim,
         in_channels=channels.pop(),
