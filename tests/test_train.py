@@ -4,6 +4,7 @@ import pytest
 from napari_live_unet.engine import (
     EpochEnd,
     ModelConfig,
+    PreviewReady,
     StepEnd,
     ThresholdsChosen,
     TrainConfig,
@@ -164,3 +165,31 @@ def test_step_events_report_progress():
     )
     steps = [e for e in events if isinstance(e, StepEnd)]
     assert steps and all(0 <= e.progress <= 1 for e in steps)
+
+
+def test_preview_segments_the_requested_crop_with_the_current_weights():
+    image, _ = synthetic_nuclei((80, 80), n=6, seed=9)
+    calls = []
+
+    def preview():
+        calls.append(len(calls))
+        if len(calls) == 1:
+            return None  # e.g. the image is not on screen: skipped, no event
+        return image[10:58, 20:76], ("crop", len(calls))
+
+    events = list(
+        train(
+            _pairs(),
+            _config(epochs=4, tune_thresholds=False, val_ap_every=0),
+            model_config=TINY,
+            device="cpu",
+            preview=preview,
+            preview_every=2,
+        )
+    )
+    previews = [e for e in events if isinstance(e, PreviewReady)]
+    assert len(calls) == 2  # epochs 2 and 4
+    assert [p.epoch for p in previews] == [4]
+    assert previews[0].key == ("crop", 2)
+    assert previews[0].labels.shape == (48, 56)
+    assert previews[0].outputs.shape == (2, 48, 56)

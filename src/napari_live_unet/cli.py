@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--val-labels", type=Path, help="validation labels")
     tr.add_argument(
+        "--regions",
+        type=Path,
+        metavar="FILE",
+        help="regions.json from the Annotate widget: train only inside the marked regions of "
+        "the images it names (other pixels are ignored) and validate on its validation regions",
+    )
+    tr.add_argument(
         "--mode",
         choices=["boundary", "distance"],
         default="distance",

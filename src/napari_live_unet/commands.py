@@ -21,6 +21,7 @@ from .engine import (
     ValidationMetrics,
     load_folder_pairs,
     load_model,
+    load_region_pairs,
     resolve_device,
     save_model,
     train,
@@ -134,10 +135,20 @@ def run_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(str(exc)) from None
     initial = load_model(args.init_model, device) if args.init_model else None
-    pairs = load_folder_pairs(args.images, args.labels)
-    val_pairs = (
-        load_folder_pairs(args.val_images, args.val_labels) if args.val_images is not None else None
-    )
+    if args.regions is not None:
+        pairs, region_val = load_region_pairs(args.images, args.labels, args.regions)
+    else:
+        pairs, region_val = load_folder_pairs(args.images, args.labels), []
+    if args.val_images is not None:
+        val_pairs = load_folder_pairs(args.val_images, args.val_labels)
+        if region_val:
+            print(
+                f"note: --val-images given; ignoring {len(region_val)} validation regions "
+                f"of {args.regions}",
+                file=sys.stderr,
+            )
+    else:
+        val_pairs = region_val or None  # None: hold out validation data automatically
     ndim = pairs[0].labels.ndim
     channels = {p.image.shape[0] for p in pairs}
     if len(channels) > 1 or any(p.labels.ndim != ndim for p in pairs):

@@ -4,6 +4,15 @@ Runs on a laptop CPU, a GPU box or a cluster node with only torch, numpy, scipy,
 scikit-image and tifffile installed.
 """
 
+from .annotation_set import (
+    AnnotatedImage,
+    Region,
+    load_annotation_set,
+    load_region_pairs,
+    pairs_from_annotation_set,
+    pairs_from_regions,
+    save_annotation_set,
+)
 from .config import (
     AugmentConfig,
     ModelConfig,
@@ -18,6 +27,7 @@ from .errors import InputError
 from .events import (
     EpochEnd,
     Notice,
+    PreviewReady,
     StepEnd,
     ThresholdsChosen,
     TrainingEvent,
@@ -32,6 +42,7 @@ from .postprocess import instances_from_outputs
 from .train import run_training, train
 
 __all__ = [
+    "AnnotatedImage",
     "AugmentConfig",
     "EpochEnd",
     "InputError",
@@ -40,6 +51,8 @@ __all__ = [
     "NormalizationConfig",
     "Notice",
     "PostprocessConfig",
+    "PreviewReady",
+    "Region",
     "SegmentationModel",
     "StepEnd",
     "ThresholdsChosen",
@@ -52,13 +65,18 @@ __all__ = [
     "available_devices",
     "dataset_counts",
     "instances_from_outputs",
+    "load_annotation_set",
     "load_folder_pairs",
     "load_model",
+    "load_region_pairs",
     "make_pair",
     "match_counts",
+    "pairs_from_annotation_set",
+    "pairs_from_regions",
     "recommended_settings",
     "resolve_device",
     "run_training",
+    "save_annotation_set",
     "save_model",
     "split_validation",
     "train",

@@ -10,6 +10,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import list_tiffs, read_tiff
+from .normalize import channel_percentiles
 
 # A region is one (start, stop) pair per spatial axis, e.g. ((y0, y1), (x0, x1)).
 Region = Sequence[tuple[int, int]]
@@ -30,12 +31,17 @@ class TrainingPair:
     annotated : ndarray of bool, shape spatial, or None
         Which pixels were annotated. ``None`` means all of them. Unannotated pixels are
         ignored by the loss instead of being taught as background.
+    intensity_range : (low, high) arrays of shape (C,), or None
+        Normalisation percentiles of the whole image this pair was cut from, so a small
+        region is scaled as the whole image will be at prediction time. ``None``: the
+        pair's own percentiles.
     """
 
     name: str
     image: np.ndarray
     labels: np.ndarray
     annotated: np.ndarray | None = None
+    intensity_range: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -239,7 +245,11 @@ def _split_single(pair: TrainingPair, fraction: float) -> tuple[list[TrainingPai
         idx = tuple(index)
         mask = None if pair.annotated is None else pair.annotated[idx]
         return TrainingPair(
-            f"{pair.name}[{suffix}]", pair.image[(slice(None), *idx)], pair.labels[idx], mask
+            f"{pair.name}[{suffix}]",
+            pair.image[(slice(None), *idx)],
+            pair.labels[idx],
+            mask,
+            pair.intensity_range or channel_percentiles(pair.image),
         )
 
     # Validate on the far end of the image; if no object lies there, try the near end.

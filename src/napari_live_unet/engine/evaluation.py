@@ -41,7 +41,11 @@ class CachedValidation:
         self.mode = model.config.mode
         self.pairs = list(pairs)
         self.outputs = list(
-            model.predict_outputs_many((p.image for p in self.pairs), channel_axis=0)
+            model.predict_outputs_many(
+                (p.image for p in self.pairs),
+                channel_axis=0,
+                intensity_ranges=[p.intensity_range for p in self.pairs],
+            )
         )
         self.gts = [_masked(p.labels, p.annotated) for p in self.pairs]
         self.caches: list[dict] = [{} for _ in self.pairs]

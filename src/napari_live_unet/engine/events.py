@@ -58,6 +58,20 @@ class ValidationMetrics:
 
 
 @dataclass(frozen=True)
+class PreviewReady:
+    """The current model's prediction of the preview image (see ``train(preview=...)``).
+
+    ``key`` is whatever the preview callable returned with the image (e.g. where the crop
+    lies), so the receiver can place the result.
+    """
+
+    epoch: int
+    outputs: Any
+    labels: Any
+    key: Any
+
+
+@dataclass(frozen=True)
 class Notice:
     """Something the user should know (out-of-memory retry, early stop, ...)."""
 
@@ -90,6 +104,7 @@ TrainingEvent = (
     | StepEnd
     | EpochEnd
     | ValidationMetrics
+    | PreviewReady
     | Notice
     | ThresholdsChosen
     | TrainingFinished

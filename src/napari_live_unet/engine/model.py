@@ -127,10 +127,20 @@ class SegmentationModel:
         progress: ProgressCallback | None = None,
         on_message: MessageCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
+        intensity_ranges: Iterable[tuple[np.ndarray, np.ndarray] | None] | None = None,
     ) -> Iterator[np.ndarray]:
-        """Outputs for a stream of images, in order; tiles of small images share batches."""
+        """Outputs for a stream of images, in order; tiles of small images share batches.
+
+        ``intensity_ranges`` optionally gives each image's normalisation percentiles (None
+        entries: computed from the image), for crops that must be scaled like their whole
+        image.
+        """
         prepared = (self.prepare_image(image, channel_axis) for image in images)
-        with_stats = ((image, channel_percentiles(image, self.normalization)) for image in prepared)
+        ranges = itertools.repeat(None) if intensity_ranges is None else intensity_ranges
+        with_stats = (
+            (image, rng if rng is not None else channel_percentiles(image, self.normalization))
+            for image, rng in zip(prepared, ranges, strict=False)
+        )
         first, second = itertools.tee(with_stats)
         was_training = self.network.training
         self.network.eval()

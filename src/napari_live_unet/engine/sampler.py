@@ -9,7 +9,7 @@ import torch
 
 from .config import NormalizationConfig
 from .data import TrainingPair
-from .normalize import normalize
+from .normalize import apply_normalization, normalize
 from .targets import make_targets
 
 
@@ -24,7 +24,11 @@ class _Prepared:
         norm: NormalizationConfig,
         device: torch.device,
     ) -> None:
-        image = normalize(pair.image, norm)
+        image = (
+            normalize(pair.image, norm)
+            if pair.intensity_range is None
+            else apply_normalization(pair.image, *pair.intensity_range)
+        )
         targets = make_targets(pair.labels, mode)
         mask = (
             np.ones(pair.spatial_shape, np.float32)

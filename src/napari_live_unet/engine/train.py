@@ -6,7 +6,9 @@ import copy
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
 from .augment import augment_batch
@@ -18,6 +20,7 @@ from .evaluation import CachedValidation, limit_pixels, tune_postprocess
 from .events import (
     EpochEnd,
     Notice,
+    PreviewReady,
     StepEnd,
     ThresholdsChosen,
     TrainingEvent,
@@ -52,6 +55,8 @@ def train(
     initial_model: SegmentationModel | None = None,
     device: str | torch.device = "auto",
     should_stop: Callable[[], bool] | None = None,
+    preview: Callable[[], tuple[Any, Any] | None] | None = None,
+    preview_every: int = 1,
 ) -> Generator[TrainingEvent, None, SegmentationModel]:
     """Train a model, yielding progress events; the generator returns the best model.
 
@@ -72,6 +77,13 @@ def train(
     should_stop : callable() -> bool, optional
         Polled before every step. When it returns True, training ends at that step, the
         best weights so far are kept and the generator still returns a usable model.
+    preview : callable() -> (image, key[, intensity_range]) or None, optional
+        Called every ``preview_every`` epochs; the image (spatial shape, or channel-first)
+        is segmented with the current weights and a ``PreviewReady`` event carries the
+        outputs, the labels and ``key`` back. An optional (low, high) intensity range
+        normalises a crop like its whole image. Returning None skips that preview.
+    preview_every : int
+        Epochs between previews.
 
     Yields
     ------
@@ -225,6 +237,10 @@ def train(
             ap = _validation_ap(model, val_pairs, config)
             record["val_ap"] = {str(k): v for k, v in ap.items()}
             yield ValidationMetrics(epoch, ap, time.perf_counter() - start_time)
+        if preview is not None and epoch % max(1, preview_every) == 0:
+            event = _preview(model, preview, epoch)
+            if event is not None:
+                yield event
         if reason == "stopped":
             break
         if progress() >= 1.0:
@@ -342,6 +358,20 @@ def _validation_ap(model: SegmentationModel, val_pairs, config) -> dict[float, f
     counts = cache.counts(model.postprocess, (0.5, 0.7))
     model.network.train()
     return {c.threshold: c.ap for c in counts}
+
+
+def _preview(model: SegmentationModel, preview, epoch: int) -> PreviewReady | None:
+    request = preview()
+    if request is None:
+        return None
+    image, key, *intensity_range = request
+    channel_axis = 0 if np.ndim(image) > model.config.ndim else None
+    outputs = next(
+        model.predict_outputs_many(
+            [image], channel_axis=channel_axis, intensity_ranges=intensity_range or None
+        )
+    )
+    return PreviewReady(epoch, outputs, model.instances(outputs), key)
 
 
 def run_training(*args, **kwargs) -> SegmentationModel:

@@ -1,0 +1,50 @@
+"""The model the widgets share: the one just trained or the one opened from a file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from psygnal import Signal
+
+from .engine.model import SegmentationModel
+
+
+class CurrentModel:
+    """Holds the current model and announces changes.
+
+    The train widget sets it when training ends, the model-file reader when a file is
+    opened; the predict widget listens. Only touched from napari's main thread.
+    """
+
+    changed = Signal(object, str)  # (model or None, where it came from)
+
+    def __init__(self) -> None:
+        self._model: SegmentationModel | None = None
+        self._source = ""
+
+    @property
+    def model(self) -> SegmentationModel | None:
+        return self._model
+
+    @property
+    def source(self) -> str:
+        """Human-readable origin, e.g. ``trained 12:03`` or a file path."""
+        return self._source
+
+    def follow(self, widget: Any, callback: Callable[[Any, str], Any]) -> None:
+        """Call ``callback(model, source)`` on every change until ``widget`` is destroyed.
+
+        ``widget`` is a QObject; disconnecting on its ``destroyed`` signal keeps this
+        module-level object from calling into deleted widgets after a viewer closes.
+        """
+        self.changed.connect(callback)
+        widget.destroyed.connect(lambda *_: self.changed.disconnect(callback, missing_ok=True))
+
+    def set(self, model: SegmentationModel | None, source: str) -> None:
+        self._model, self._source = model, source
+        self.changed.emit(model, source)
+
+
+current_model = CurrentModel()
+"""The one instance every widget of this plugin uses."""

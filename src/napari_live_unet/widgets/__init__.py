@@ -1,0 +1,1 @@
+"""napari dock widgets (Qt). The engine under them never imports napari or Qt."""

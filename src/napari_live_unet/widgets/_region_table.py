@@ -1,0 +1,34 @@
+"""The read-only table of annotated regions shown by the Annotate widget."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from qtpy.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem
+
+COLUMNS = ("#", "role", "frame", "size", "objects")
+
+
+class RegionTable(QTableWidget):
+    """One row per region: number, role, frame, size and number of annotated objects."""
+
+    def __init__(self) -> None:
+        super().__init__(0, len(COLUMNS))
+        self.setHorizontalHeaderLabels(COLUMNS)
+        self.verticalHeader().setVisible(False)
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+
+    def set_rows(self, rows: Sequence[Sequence[str]]) -> None:
+        """Replace the table's content."""
+        self.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            for c, text in enumerate(row):
+                self.setItem(r, c, QTableWidgetItem(text))
+
+    def rows(self) -> list[tuple[str, ...]]:
+        """The table's text, row by row."""
+        return [
+            tuple(self.item(r, c).text() for c in range(self.columnCount()))
+            for r in range(self.rowCount())
+        ]

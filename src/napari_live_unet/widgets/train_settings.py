@@ -1,0 +1,138 @@
+"""The settings form of the train widget: mode, model size, schedule, batch, patch, device."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from ..engine.config import AugmentConfig, ModelConfig, TrainConfig, recommended_settings
+from ..engine.device import available_devices
+
+# name -> (base channels, depth): the same U-net at three widths.
+MODEL_SIZES: dict[str, tuple[int, int]] = {
+    "small (fast on a CPU)": (8, 3),
+    "medium": (16, 3),
+    "large (GPU)": (32, 4),
+}
+
+
+class TrainSettings(QWidget):
+    """Form whose values become a :class:`TrainConfig` and a :class:`ModelConfig`."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        form = QFormLayout()
+        self.mode = QComboBox()
+        self.mode.addItems(["distance", "boundary"])
+        self.mode.setToolTip(
+            "Auxiliary output that splits touching objects: distance to the object's edge, "
+            "or a 3-class background / interior / boundary map"
+        )
+        form.addRow("Mode", self.mode)
+        self.model_size = QComboBox()
+        self.model_size.addItems(list(MODEL_SIZES))
+        form.addRow("Model size", self.model_size)
+        self.device = QComboBox()
+        self.device.addItems(["auto", *available_devices()])
+        self.device.setToolTip("Devices found on this machine")
+        form.addRow("Device", self.device)
+
+        self.by_time = QRadioButton("Time budget (s)")
+        self.by_epochs = QRadioButton("Epochs")
+        self.by_time.setChecked(True)
+        self.time_budget = QSpinBox(minimum=5, maximum=24 * 3600, value=120, singleStep=30)
+        self.epochs = QSpinBox(minimum=1, maximum=100_000, value=50)
+        self.by_time.toggled.connect(self._sync_schedule)
+        form.addRow(self.by_time, self.time_budget)
+        form.addRow(self.by_epochs, self.epochs)
+        self.learning_rate = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=1.0, value=3e-3)
+        self.learning_rate.setSingleStep(1e-4)
+        form.addRow("Learning rate", self.learning_rate)
+
+        advanced = QWidget()
+        adv_form = QFormLayout(advanced)
+        self.batch_size = QSpinBox(minimum=1, maximum=1024, value=8)
+        self.patch_size = QSpinBox(minimum=16, maximum=1024, value=128, singleStep=16)
+        self.steps_per_epoch = QSpinBox(minimum=1, maximum=100_000, value=50)
+        adv_form.addRow("Batch size", self.batch_size)
+        adv_form.addRow("Patch size", self.patch_size)
+        adv_form.addRow("Steps per epoch", self.steps_per_epoch)
+        self.aug_flips = QCheckBox("flips and 90° rotations", checked=True)
+        self.aug_geometry = QCheckBox("small rotations and scaling", checked=True)
+        self.aug_intensity = QCheckBox("brightness, contrast, gamma, noise", checked=True)
+        aug = QVBoxLayout()
+        for box in (self.aug_flips, self.aug_geometry, self.aug_intensity):
+            aug.addWidget(box)
+        adv_form.addRow("Augmentation", aug)
+        self.advanced = QCollapsible("Advanced")
+        self.advanced.addWidget(advanced)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(form)
+        layout.addWidget(self.advanced)
+        self.device.currentTextChanged.connect(self.apply_device_defaults)
+        self.apply_device_defaults(self.device.currentText())
+        self._sync_schedule()
+
+    def _sync_schedule(self) -> None:
+        self.time_budget.setEnabled(self.by_time.isChecked())
+        self.epochs.setEnabled(not self.by_time.isChecked())
+
+    def apply_device_defaults(self, device: str) -> None:
+        """Model size, batch and patch that suit the device (a CPU needs a small net)."""
+        kind = "cuda" if device == "auto" and "cuda" in self.device_choices() else device
+        kind = kind.split(":")[0] if kind != "auto" else "cpu"
+        settings = recommended_settings(kind)
+        for name, (base, depth) in MODEL_SIZES.items():
+            if (base, depth) == (settings["base_channels"], settings["depth"]):
+                self.model_size.setCurrentText(name)
+        self.batch_size.setValue(settings["batch_size"])
+        self.patch_size.setValue(settings["patch_size"])
+
+    def device_choices(self) -> list[str]:
+        return [self.device.itemText(i) for i in range(self.device.count())]
+
+    def train_config(self) -> TrainConfig:
+        """The schedule and data settings (raises ValueError for inconsistent values)."""
+        by_time = self.by_time.isChecked()
+        return TrainConfig(
+            epochs=None if by_time else self.epochs.value(),
+            time_budget=float(self.time_budget.value()) if by_time else None,
+            steps_per_epoch=self.steps_per_epoch.value(),
+            batch_size=self.batch_size.value(),
+            patch_size=self.patch_size.value(),
+            learning_rate=self.learning_rate.value(),
+            val_ap_every=2,
+            augment=AugmentConfig(
+                flips=self.aug_flips.isChecked(),
+                rot90=self.aug_flips.isChecked(),
+                rotate_scale=self.aug_geometry.isChecked(),
+                intensity=self.aug_intensity.isChecked(),
+                noise_std=0.03 if self.aug_intensity.isChecked() else 0.0,
+            ),
+        )
+
+    def model_config(self, ndim: int, in_channels: int) -> ModelConfig:
+        """Architecture for a new model on data with this dimensionality and channels."""
+        base, depth = MODEL_SIZES[self.model_size.currentText()]
+        return ModelConfig(
+            ndim=ndim,
+            in_channels=in_channels,
+            mode=self.mode.currentText(),
+            base_channels=base,
+            depth=depth,
+        )
+
+    def set_enabled_while_training(self, training: bool) -> None:
+        """Freeze the form while a run uses its values."""
+        self.setEnabled(not training)

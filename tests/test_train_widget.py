@@ -1,0 +1,175 @@
+"""The train widget in a real napari viewer: train, watch, stop, close, recover from errors."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+
+from napari_live_unet.current_model import current_model
+from napari_live_unet.engine.model_file import load_model
+from napari_live_unet.widgets import train as train_module
+from napari_live_unet.widgets.train import TrainWidget
+
+from .conftest import synthetic_nuclei
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(autouse=True)
+def no_current_model():
+    current_model.set(None, "")
+    yield
+    current_model.set(None, "")
+
+
+@pytest.fixture
+def notices(monkeypatch):
+    """Messages the widget shows as napari notifications, by kind."""
+    shown = {"error": [], "warning": [], "info": []}
+    for kind in shown:
+        monkeypatch.setattr(train_module, f"show_{kind}", shown[kind].append)
+    return shown
+
+
+def make_widget(make_napari_viewer, epochs=3, shape=(160, 160)):
+    viewer = make_napari_viewer()
+    image, labels = synthetic_nuclei(shape, n=14, seed=1)
+    viewer.add_image(image, name="nuclei")
+    viewer.add_labels(labels, name="nuclei ground truth")
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    s = widget.settings
+    s.device.setCurrentText("cpu")
+    s.model_size.setCurrentIndex(0)
+    s.by_epochs.setChecked(True)
+    s.epochs.setValue(epochs)
+    s.steps_per_epoch.setValue(3)
+    s.patch_size.setValue(32)
+    s.batch_size.setValue(2)
+    widget.reset_choices()
+    return viewer, widget
+
+
+def wait_done(qtbot, widget, timeout=120_000):
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=timeout)
+
+
+def test_training_plots_every_epoch_and_sets_the_current_model(make_napari_viewer, qtbot):
+    viewer, widget = make_widget(make_napari_viewer, epochs=3)
+    assert widget.data.labels.value is viewer.layers["nuclei ground truth"]  # paired by name
+    assert widget.start() is not None
+    assert widget.is_training and not widget.start_button.isEnabled()
+    wait_done(qtbot, widget)
+    assert widget.plot.epochs == [1, 2, 3]
+    assert len(widget.plot.val_loss) == 3  # a validation part was held out automatically
+    assert all(np.isfinite(widget.plot.train_loss))
+    model = current_model.model
+    assert model is not None and len(model.history) == 3
+    assert widget.start_button.isEnabled() and widget.continue_button.isEnabled()
+    assert widget.progress.value() == widget.progress.maximum()
+    # The live preview put the model's view of the image into a layer.
+    preview = viewer.layers["nuclei live preview"]
+    assert preview.data.shape == (160, 160)
+    assert preview.data.max() >= 0
+
+
+def test_continue_fine_tunes_the_current_model(make_napari_viewer, qtbot):
+    viewer, widget = make_widget(make_napari_viewer, epochs=2)
+    widget.start()
+    wait_done(qtbot, widget)
+    first = current_model.model
+    viewer.layers["nuclei ground truth"].data[:10] = 0  # a correction
+    widget.start(continue_training=True)
+    wait_done(qtbot, widget)
+    second = current_model.model
+    assert second is not first
+    assert len(second.history) == 4  # history continues from the first run
+    assert second.config == first.config
+
+
+def test_stop_mid_training_keeps_a_usable_model(make_napari_viewer, qtbot):
+    viewer, widget = make_widget(make_napari_viewer, epochs=10_000)
+    widget.start()
+    qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 2, timeout=60_000)
+    widget.stop()
+    wait_done(qtbot, widget, timeout=60_000)
+    model = current_model.model
+    assert model is not None
+    assert 2 <= len(model.history) < 100
+    labels = model.segment(viewer.layers["nuclei"].data)
+    assert labels.shape == (160, 160)
+
+
+def test_viewer_stays_responsive_while_training(make_napari_viewer, qtbot):
+    """From Start to the model being ready, the event loop never stalls for 100 ms."""
+    _, widget = make_widget(make_napari_viewer, epochs=6)
+    widget.preview_every.setValue(1)  # previews are the main thread's heaviest work
+    ticks: list[float] = []
+    timer = QTimer(interval=10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    widget.start()
+    wait_done(qtbot, widget)
+    timer.stop()
+    assert current_model.model is not None
+    gaps = np.diff(ticks)
+    assert len(gaps) > 50
+    assert gaps.max() < 0.100, f"event loop stalled for {gaps.max() * 1000:.0f} ms"
+
+
+def test_closing_the_viewer_ends_training(make_napari_viewer, qtbot):
+    viewer, widget = make_widget(make_napari_viewer, epochs=10_000)
+    worker = widget.start()
+    qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 1, timeout=60_000)
+    viewer.close()
+    assert not worker.is_running
+    assert current_model.model is None  # the run was abandoned, not finished
+
+
+def test_deleting_a_training_layer_warns_and_training_goes_on(make_napari_viewer, qtbot, notices):
+    viewer, widget = make_widget(make_napari_viewer, epochs=4)
+    widget.start()
+    qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 1, timeout=60_000)
+    viewer.layers.remove("nuclei ground truth")
+    assert any("nuclei ground truth" in m and "removed" in m for m in notices["warning"])
+    viewer.layers.remove("nuclei")
+    wait_done(qtbot, widget)
+    assert current_model.model is not None
+    assert not notices["error"]
+
+
+def test_bad_data_is_reported_and_the_widget_recovers(make_napari_viewer, qtbot, notices):
+    viewer, widget = make_widget(make_napari_viewer, epochs=2)
+    viewer.layers["nuclei ground truth"].data[:] = 0  # nothing annotated
+    widget.start()
+    wait_done(qtbot, widget)
+    assert notices["error"], "the user must be told why training did not run"
+    assert "object" in notices["error"][0].lower()
+    assert widget.start_button.isEnabled()
+    assert current_model.model is None
+    # A mismatched ground truth is refused before any worker starts.
+    viewer.add_labels(np.zeros((10, 10), np.uint16), name="wrong")
+    widget.reset_choices()
+    widget.data.labels.value = viewer.layers["wrong"]
+    assert widget.start() is None
+    assert "(10, 10)" in notices["error"][-1] and "(160, 160)" in notices["error"][-1]
+
+
+def test_saved_model_reloads_and_opens_in_napari(make_napari_viewer, qtbot, tmp_path):
+    viewer, widget = make_widget(make_napari_viewer, epochs=1)
+    widget.start()
+    wait_done(qtbot, widget)
+    trained = current_model.model
+    path = tmp_path / "nuclei.pt"
+    worker = widget.save_to(path)
+    qtbot.waitUntil(lambda: path.exists() and not worker.is_running, timeout=20_000)
+    assert load_model(path).config == trained.config
+    current_model.set(None, "")
+    added = viewer.open(str(path), plugin="napari-live-unet")
+    assert added == []  # a model is not a layer...
+    assert current_model.model is not None  # ...it becomes the current model
+    assert current_model.source == str(path)
+    assert "nuclei.pt" in widget.model_label.text()
