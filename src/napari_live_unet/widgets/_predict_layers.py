@@ -1,0 +1,94 @@
+"""Putting prediction results into napari layers: main-thread helpers, no Qt widgets."""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image, Labels
+
+from ._prediction import PredictionResult
+from .copy_predictions import Region, boxes_from_shapes, frame_box, view_box
+
+REGIONS = ("whole image (current frame)", "visible field of view", "rectangles of a Shapes layer")
+
+
+def layer_choices(viewer, kind):
+    """A magicgui ``choices`` callable: (name, layer) of the viewer's ``kind`` layers;
+    prediction layers are never offered as ground truth."""
+
+    def choices(_widget=None) -> list[tuple[str, object]]:
+        return [
+            (layer.name, layer)
+            for layer in viewer.layers
+            if isinstance(layer, kind)
+            and not (kind is Labels and layer.name.endswith(" predictions"))
+        ]
+
+    return choices
+
+
+def layer_names(result: PredictionResult) -> tuple[str, str, str]:
+    """Names of the labels, foreground and auxiliary-map layers of a result."""
+    aux = "boundary" if result.mode == "boundary" else "distance"
+    return tuple(f"{result.image_name} {kind}" for kind in ("predictions", "foreground", aux))
+
+
+def geometry(viewer, result: PredictionResult, image_layer=None) -> dict:
+    """Scale and translate of the image layer (or the layer of that name), without a
+    channel axis; empty if the image is gone."""
+    if image_layer is None or image_layer not in viewer.layers:
+        image_layer = next((x for x in viewer.layers if x.name == result.image_name), None)
+    if image_layer is None:
+        return {}
+    axes = result.plan.kept_axes
+    return {
+        "scale": [image_layer.scale[a] for a in axes],
+        "translate": [image_layer.translate[a] for a in axes],
+    }
+
+
+def set_layer(viewer, kind, name: str, data: np.ndarray, kwargs: dict):
+    """Update the layer called ``name`` if it is a ``kind`` layer, else add one."""
+    if name in viewer.layers and isinstance(viewer.layers[name], kind):
+        layer = viewer.layers[name]
+        layer.data = data
+        for key in ("scale", "translate"):
+            if key in kwargs:
+                setattr(layer, key, kwargs[key])
+        return layer
+    add = viewer.add_labels if kind is Labels else viewer.add_image
+    return add(data, name=name, **kwargs)
+
+
+def show_labels(viewer, result: PredictionResult, image_layer=None) -> None:
+    """Add or update the ``<image> predictions`` Labels layer."""
+    set_layer(
+        viewer,
+        Labels,
+        layer_names(result)[0],
+        result.labels_array(),
+        geometry(viewer, result, image_layer),
+    )
+
+
+def show_outputs(viewer, result: PredictionResult) -> None:
+    """Add or update the foreground and boundary/distance Image layers (float32, 0..1)."""
+    foreground, aux = result.output_arrays()
+    _, fg_name, aux_name = layer_names(result)
+    style = {"blending": "additive", "contrast_limits": (0.0, 1.0), **geometry(viewer, result)}
+    set_layer(viewer, Image, fg_name, foreground, {**style, "colormap": "green"})
+    set_layer(viewer, Image, aux_name, aux, {**style, "colormap": "magenta"})
+
+
+def copy_region(viewer, choice: int, gt, shapes, n_leading: int) -> Region | list[Region]:
+    """The region picked in the widget (index into REGIONS), in ``gt``'s data coordinates.
+
+    "Whole image" is the current frame of a stack (all of it for a single image or
+    volume); an empty list means nothing to copy.
+    """
+    point = viewer.dims.point
+    if choice == 0:
+        return frame_box(gt, point, n_leading)
+    if choice == 1:
+        offset = viewer.dims.ndim - gt.ndim
+        return view_box(gt, point, [a - offset for a in viewer.dims.displayed if a >= offset])
+    return boxes_from_shapes(shapes, gt, point) if shapes is not None else []

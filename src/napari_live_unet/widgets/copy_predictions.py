@@ -1,0 +1,230 @@
+"""Copy predicted objects into a ground-truth Labels layer (the correct-and-retrain step).
+
+Plain functions on napari layers: no Qt, no dialogs; the predict widget asks the questions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+Region = tuple[slice, ...]
+
+
+@dataclass(frozen=True)
+class CopyReport:
+    """What a copy did.
+
+    Attributes
+    ----------
+    copied : int
+        Predicted objects written into the ground truth (wholly or in part).
+    skipped : int
+        Predicted objects left out because more than half of their area lies on one
+        annotated object (the same object, already annotated). Always 0 with overwrite.
+    pixels_written : int
+        Ground-truth pixels whose value changed.
+    """
+
+    copied: int
+    skipped: int
+    pixels_written: int
+
+    def describe(self) -> str:
+        text = f"copied {self.copied} object(s), {self.pixels_written} pixel(s) written"
+        if self.skipped:
+            text += f"; skipped {self.skipped} already annotated"
+        return text
+
+
+def copy_predictions(
+    predictions: np.ndarray,
+    ground_truth,
+    region: Region | Sequence[Region] | None = None,
+    overwrite: bool = False,
+) -> CopyReport:
+    """Copy predicted objects into the ground-truth Labels layer, undoable in one step.
+
+    Parameters
+    ----------
+    predictions : ndarray of int
+        Predicted instance labels, same shape as the ground truth's data.
+    ground_truth : napari.layers.Labels
+        The layer to write to. All writes go through one ``data_setitem`` call, so
+        ``ground_truth.undo()`` reverts the whole copy.
+    region : tuple of slices, list of them, or None
+        Where to copy: a box in data coordinates, several boxes (their union), or None for
+        the whole array (every frame of a stack). Objects crossing a box's edge are copied
+        only inside it, and their area is counted inside it.
+    overwrite : bool
+        False: only pixels that are 0 in the ground truth are written, and a predicted
+        object more than half of whose area lies on one annotated object is skipped (it is
+        that object). True: the region's ground truth is replaced by the predictions,
+        erasing annotations there.
+
+    Returns
+    -------
+    CopyReport
+
+    Notes
+    -----
+    Copied objects get fresh ids above the ground truth's largest id, so they never merge
+    with annotated objects, inside or outside the region.
+    """
+    gt = ground_truth.data
+    predictions = np.asarray(predictions)
+    if predictions.shape != tuple(gt.shape):
+        raise ValueError(
+            f"predictions have shape {predictions.shape} but the ground truth "
+            f"'{ground_truth.name}' has shape {tuple(gt.shape)}"
+        )
+    gt_max = int(np.max(gt)) if gt.size else 0
+    # Work on the bounding box of the region only.
+    crop, inside = _crop_and_mask(gt.shape, region)
+    gt_values = np.asarray(gt[crop])
+    ids, inverse = np.unique(np.where(inside, predictions[crop], 0), return_inverse=True)
+    inverse = inverse.reshape(gt_values.shape)
+    objects = ids > 0
+    if overwrite:
+        keep = objects
+    else:
+        # Area of each predicted object, and its largest overlap with one annotated object.
+        area = np.bincount(inverse[inside], minlength=len(ids))
+        annotated = inside & (gt_values > 0)
+        pairs = inverse[annotated].astype(np.int64) * (gt_max + 1) + gt_values[annotated].astype(
+            np.int64
+        )
+        pair_ids, pair_counts = np.unique(pairs, return_counts=True)
+        overlap = np.zeros(len(ids), np.int64)
+        np.maximum.at(overlap, pair_ids // (gt_max + 1), pair_counts)
+        keep = objects & ~(2 * overlap > area)
+    if np.issubdtype(gt_values.dtype, np.integer):
+        top = np.iinfo(gt_values.dtype).max
+        if gt_max + int(keep.sum()) > top:
+            raise ValueError(
+                f"'{ground_truth.name}' stores labels as {gt_values.dtype} (ids up to {top}); "
+                f"copying {int(keep.sum())} more objects after id {gt_max} would overflow"
+            )
+    new_ids = np.zeros(len(ids), np.int64)
+    new_ids[keep] = np.arange(gt_max + 1, gt_max + 1 + int(keep.sum()))
+    new_values = new_ids[inverse]
+    # Without overwrite only unannotated pixels change.
+    write = inside & (new_values != gt_values) if overwrite else (new_values > 0) & (gt_values == 0)
+    written = new_values[write]
+    if written.size:
+        offsets = [s.start for s in crop]
+        indices = tuple(i + o for i, o in zip(np.nonzero(write), offsets, strict=True))
+        ground_truth.data_setitem(indices, written.astype(gt_values.dtype))
+    return CopyReport(
+        copied=len(np.unique(written[written > 0])),
+        skipped=int((objects & ~keep).sum()),
+        pixels_written=int(written.size),
+    )
+
+
+def _crop_and_mask(shape: Sequence[int], region) -> tuple[Region, np.ndarray]:
+    """Bounding box of the region and the region's mask within that box."""
+    shape = tuple(shape)
+    if region is None:
+        return tuple(slice(0, n) for n in shape), np.ones(shape, bool)
+    # (start, stop) per axis of each box, clipped to the array.
+    boxes = [
+        [b.indices(n)[:2] for b, n in zip(box, shape, strict=True)] for box in _boxes(region, shape)
+    ]
+    boxes = [box for box in boxes if all(lo < hi for lo, hi in box)]
+    if not boxes:
+        return tuple(slice(0, 0) for _ in shape), np.zeros((0,) * len(shape), bool)
+    low = np.min([[lo for lo, _ in box] for box in boxes], axis=0)
+    high = np.max([[hi for _, hi in box] for box in boxes], axis=0)
+    crop = tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high, strict=True))
+    mask = np.zeros(tuple(high - low), bool)
+    for box in boxes:
+        mask[tuple(slice(lo - o, hi - o) for (lo, hi), o in zip(box, low, strict=True))] = True
+    return crop, mask
+
+
+def _boxes(region, shape) -> list[Region]:
+    boxes = [region] if len(region) and isinstance(region[0], slice) else list(region)
+    for box in boxes:
+        if len(box) != len(shape):
+            raise ValueError(f"region {box} does not have {len(shape)} dimensions")
+    return boxes
+
+
+def box_from_points(points: np.ndarray, shape: Sequence[int]) -> Region | None:
+    """The pixels whose centres lie within the bounding box of ``points`` (data
+    coordinates, one row per point), clipped to ``shape``; None if that is empty."""
+    points = np.asarray(points, float)
+    box = []
+    for axis, size in enumerate(shape):
+        low, high = points[:, axis].min(), points[:, axis].max()
+        if high - low < 1e-6:  # a flat axis: the frame the shape was drawn on
+            start = stop = round(low)
+            stop += 1
+        else:
+            start, stop = math.ceil(low), math.floor(high) + 1
+        start, stop = max(0, start), min(size, stop)
+        if start >= stop:
+            return None
+        box.append(slice(start, stop))
+    return tuple(box)
+
+
+def boxes_from_shapes(shapes_layer, target_layer, frame_point: Sequence[float]) -> list[Region]:
+    """Rectangles of a Shapes layer as boxes in ``target_layer``'s data coordinates.
+
+    Shapes with fewer dimensions than the target (2D rectangles over a stack) apply to the
+    frame at ``frame_point`` (world coordinates of the viewer's current position).
+    """
+    boxes = []
+    for vertices, kind in zip(shapes_layer.data, shapes_layer.shape_type, strict=True):
+        if kind != "rectangle":
+            continue
+        points = []
+        for vertex in np.asarray(vertices, float):
+            world = np.asarray(shapes_layer.data_to_world(vertex), float)
+            full = np.array(frame_point, float)[-target_layer.ndim :]
+            full[-len(world) :] = world[-target_layer.ndim :]
+            points.append(target_layer.world_to_data(full))
+        box = box_from_points(np.array(points), target_layer.data.shape)
+        if box is not None:
+            boxes.append(box)
+    return boxes
+
+
+def frame_box(target_layer, frame_point: Sequence[float], n_leading: int) -> Region:
+    """The whole current frame: leading axes fixed at the viewer's position, the rest full."""
+    position = target_layer.world_to_data(np.asarray(frame_point, float)[-target_layer.ndim :])
+    box = []
+    for axis, size in enumerate(target_layer.data.shape):
+        if axis < n_leading:
+            index = int(np.clip(round(position[axis]), 0, size - 1))
+            box.append(slice(index, index + 1))
+        else:
+            box.append(slice(0, size))
+    return tuple(box)
+
+
+def view_box(target_layer, frame_point: Sequence[float], displayed: Sequence[int]) -> Region:
+    """The part of the current frame that the canvas shows (from the layer's corner pixels,
+    which napari updates on each draw); the whole frame if the layer was never drawn."""
+    shape = target_layer.data.shape
+    position = target_layer.world_to_data(np.asarray(frame_point, float)[-target_layer.ndim :])
+    corners = np.asarray(target_layer.corner_pixels)
+    drawn = corners.shape == (2, len(shape)) and (corners[1] > corners[0]).any()
+    box = []
+    for axis, size in enumerate(shape):
+        if axis in displayed:
+            if drawn:
+                start = int(np.clip(corners[0, axis], 0, size))
+                stop = int(np.clip(corners[1, axis] + 1, 0, size))
+                box.append(slice(start, max(start, stop)))
+            else:
+                box.append(slice(0, size))
+        else:
+            index = int(np.clip(round(position[axis]), 0, size - 1))
+            box.append(slice(index, index + 1))
+    return tuple(box)

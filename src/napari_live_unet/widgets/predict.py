@@ -1,0 +1,423 @@
+"""Predict dock widget: segment an image layer with the current model, tune thresholds live,
+and copy predictions into the ground truth for the next round of training."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+from magicgui.widgets import ComboBox
+from napari.layers import Image, Labels, Shapes
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..current_model import current_model
+from ..engine.config import PostprocessConfig
+from ..engine.device import available_devices
+from ..engine.errors import InputError
+from ._predict_layers import (
+    REGIONS,
+    copy_region,
+    layer_choices,
+    layer_names,
+    show_labels,
+    show_outputs,
+)
+from ._prediction import (
+    PredictionResult,
+    error_text,
+    guarded,
+    load_model_guarded,
+    plan_frames,
+    predict_events,
+    repostprocess_events,
+)
+from .copy_predictions import copy_predictions
+
+DEBOUNCE_MS = 150
+
+
+class PredictWidget(QWidget):
+    """Segment an image layer with the current model; see the module docstring."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._result: PredictionResult | None = None  # last complete prediction
+        self._pending: PredictionResult | None = None  # prediction being filled
+        self._image_layer = None  # layer being predicted
+        self._stop = threading.Event()
+        self._cancelled = self._dropped = False
+        self._error: str | None = None
+        self._predict_worker = self._post_worker = self._load_worker = None
+        self._post_superseded = threading.Event()
+        self._post_again = False
+
+        self.model_label = QLabel(wordWrap=True)
+        self.load_button = QPushButton("Load model…")
+        self.image_combo = ComboBox(choices=layer_choices(napari_viewer, Image))
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(available_devices())
+        self.predict_button = QPushButton("Predict")
+        self.cancel_button = QPushButton("Cancel")
+        self.progress = QProgressBar()
+        self.show_outputs = QCheckBox("Show network outputs")
+        self.fg_threshold = _spin(0.0, 1.0, 0.05, 2)
+        self.seed_threshold = _spin(0.0, 1.0, 0.05, 2)
+        self.seed_prominence = _spin(0.0, 1.0, 0.01, 3)
+        self.min_size = QSpinBox(minimum=0, maximum=1_000_000)
+        self.gt_combo = ComboBox(choices=layer_choices(napari_viewer, Labels), nullable=True)
+        self.region_combo = QComboBox()
+        self.region_combo.addItems(REGIONS)
+        self.shapes_combo = ComboBox(choices=layer_choices(napari_viewer, Shapes), nullable=True)
+        self.overwrite = QCheckBox("Overwrite annotated pixels")
+        self.copy_button = QPushButton("Copy predictions to ground truth")
+        self.status = QLabel(wordWrap=True)
+        self._debounce = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
+        self._build_layout()
+
+        self.load_button.clicked.connect(self._choose_model_file)
+        self.predict_button.clicked.connect(self.predict)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.show_outputs.toggled.connect(self._on_show_outputs)
+        for spin in (self.fg_threshold, self.seed_threshold, self.seed_prominence, self.min_size):
+            spin.valueChanged.connect(lambda *_: self._debounce.start())
+        self._debounce.timeout.connect(self.repostprocess)
+        self.region_combo.currentIndexChanged.connect(self._update_enabled)
+        self.copy_button.clicked.connect(self.copy_to_ground_truth)
+        layer_events = self.viewer.layers.events
+        layer_events.removed.connect(self._on_layer_removed)
+        self.destroyed.connect(lambda *_: layer_events.removed.disconnect(self._on_layer_removed))
+        current_model.follow(self, self._on_model_changed)
+        self._on_model_changed(current_model.model, current_model.source)
+
+    def _build_layout(self) -> None:
+        buttons = QWidget()
+        row = QHBoxLayout(buttons)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.predict_button)
+        row.addWidget(self.cancel_button)
+        groups = {
+            "Model": [self.model_label, self.load_button],
+            "Predict": [("Image", self.image_combo.native), ("Device", self.device_combo)],
+            "Post-processing (updates the labels live)": [
+                ("Foreground threshold", self.fg_threshold),
+                ("Seed threshold", self.seed_threshold),
+                ("Seed prominence", self.seed_prominence),
+                ("Minimum size", self.min_size),
+            ],
+            "Correct and retrain: copy predictions": [
+                ("Ground truth", self.gt_combo.native),
+                ("Region", self.region_combo),
+                ("Shapes layer", self.shapes_combo.native),
+                self.overwrite,
+                self.copy_button,
+            ],
+        }
+        groups["Predict"] += [buttons, self.progress, self.show_outputs]
+        layout = QVBoxLayout(self)
+        for title, rows in groups.items():
+            box = QGroupBox(title)
+            form = QFormLayout(box)
+            for item in rows:
+                form.addRow(*item) if isinstance(item, tuple) else form.addRow(item)
+            layout.addWidget(box)
+        layout.addWidget(self.status)
+        layout.addStretch()
+        self._update_enabled()
+
+    # -- layers and model ------------------------------------------------------------
+
+    def reset_choices(self, *_args) -> None:
+        """Refresh the layer pickers (napari calls this when layers change)."""
+        for combo in (self.image_combo, self.gt_combo, self.shapes_combo):
+            combo.reset_choices()
+
+    def _on_layer_removed(self, event) -> None:
+        self.reset_choices()
+        if self._image_layer is not None and event.value is self._image_layer:
+            self._dropped = True
+            self._stop.set()
+            self._say(f"Image layer '{event.value.name}' was deleted: stopping prediction…")
+
+    def _on_model_changed(self, model, source: str) -> None:
+        if model is None:
+            self.model_label.setText("No model yet: train one or load a model file.")
+        else:
+            cfg = model.config
+            self.model_label.setText(
+                f"{source or 'unnamed model'}\n{cfg.mode} mode, {cfg.ndim}D, "
+                f"{cfg.in_channels} channel(s)"
+            )
+            self._set_params(model.postprocess)
+        self._update_enabled()
+
+    def _set_params(self, params: PostprocessConfig) -> None:
+        """Show a model's thresholds without re-running post-processing."""
+        spins = (self.fg_threshold, self.seed_threshold, self.seed_prominence, self.min_size)
+        values = (params.fg_threshold, params.seed_threshold, params.seed_prominence)
+        for spin, value in zip(spins, (*values, params.min_size), strict=True):
+            spin.blockSignals(True)
+            spin.setValue(value)
+            spin.blockSignals(False)
+
+    def params(self, base: PostprocessConfig | None = None) -> PostprocessConfig:
+        """Thresholds from the controls; the rest (smoothing) from ``base``, by default the
+        settings the shown predictions were made with."""
+        if base is None and self._result is not None:
+            base = self._result.params
+        if base is None and current_model.model is not None:
+            base = current_model.model.postprocess
+        return replace(
+            base or PostprocessConfig(),
+            fg_threshold=round(self.fg_threshold.value(), 4),
+            seed_threshold=round(self.seed_threshold.value(), 4),
+            seed_prominence=round(self.seed_prominence.value(), 4),
+            min_size=self.min_size.value(),
+        )
+
+    def _choose_model_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load a Live U-net model", "", "Model files (*.pt *.pth);;All files (*)"
+        )
+        if path:
+            self.load_model_file(path)
+
+    def load_model_file(self, path: str | Path) -> None:
+        """Load a model file in a worker and make it the current model."""
+        path = str(path)
+        self._say(f"Loading {Path(path).name}…")
+        self.load_button.setEnabled(False)
+        worker = create_worker(load_model_guarded, path, _start_thread=False)
+        worker.returned.connect(lambda outcome: self._on_model_loaded(outcome, path))
+        worker.finished.connect(self._on_load_finished)
+        self._load_worker = worker
+        worker.start()
+
+    def _on_model_loaded(self, outcome: tuple, path: str) -> None:
+        if outcome[0] == "error":
+            self._say(f"Could not load the model: {error_text(outcome[1])}", error=True)
+            return
+        current_model.set(outcome[1], path)
+        self._say(f"Model {Path(path).name} loaded.")
+
+    def _on_load_finished(self) -> None:
+        self._load_worker = None
+        self.load_button.setEnabled(True)
+
+    # -- prediction ------------------------------------------------------------------
+
+    def is_busy(self) -> bool:
+        """Whether a prediction, a threshold update or a model load is running."""
+        return any(
+            w is not None for w in (self._predict_worker, self._post_worker, self._load_worker)
+        )
+
+    def predict(self) -> None:
+        """Predict the chosen image layer with the current model, in a worker."""
+        model, layer = current_model.model, self.image_combo.value
+        if self._predict_worker is not None:
+            return
+        if model is None or layer is None:
+            self._say("Choose an image layer and train or load a model first.", error=True)
+            return
+        data = layer.data[0] if layer.multiscale else layer.data
+        try:
+            plan = plan_frames(data.shape, layer.rgb, model.config, layer.name)
+        except InputError as exc:
+            self._say(str(exc), error=True)
+            return
+        params = self.params(model.postprocess)
+        self._pending = PredictionResult(layer.name, plan, model.config.mode, params)
+        self._image_layer = layer
+        self._stop = threading.Event()
+        self._cancelled = self._dropped = False
+        self._error = None
+        device = self.device_combo.currentText()
+        args = (predict_events, model, data, plan, params, self._stop, device)
+        worker = create_worker(guarded, *args, _start_thread=False)
+        worker.yielded.connect(self._on_predict_event)
+        worker.finished.connect(self._on_predict_finished)
+        self._predict_worker = worker
+        self.progress.setRange(0, 0)
+        self._say(f"Predicting '{layer.name}' ({plan.n_frames} frame(s))…")
+        self._update_enabled()
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop the prediction at the next tile; no layer is changed."""
+        if self._predict_worker is not None:
+            self._cancelled = True
+            self._stop.set()
+            self._say("Cancelling…")
+
+    def _on_predict_event(self, event: tuple) -> None:
+        if event[0] == "progress":
+            self.progress.setRange(0, max(1, event[2]))
+            self.progress.setValue(event[1])
+        elif event[0] == "frame":
+            _, _, outputs, labels, cache = event
+            self._pending.outputs.append(outputs)
+            self._pending.labels.append(labels)
+            self._pending.caches.append(cache)
+        elif event[0] == "error":
+            self._error = error_text(event[1])
+
+    def _on_predict_finished(self) -> None:
+        pending, layer = self._pending, self._image_layer
+        self._pending = self._image_layer = self._predict_worker = None
+        self._stop.set()  # if napari's status bar aborted the worker, end its helper thread
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self._update_enabled()
+        if self._error is not None:
+            self._say(f"Prediction failed: {self._error}", error=True)
+        elif self._dropped or layer not in self.viewer.layers:
+            self._say(
+                f"Prediction dropped: the image layer '{pending.image_name}' was deleted while "
+                "it was being predicted.",
+                warn=True,
+            )
+        elif self._cancelled or len(pending.outputs) < pending.plan.n_frames:
+            self._say("Prediction cancelled; no layer was changed.")
+        else:
+            self._result = pending
+            show_labels(self.viewer, pending, layer)
+            if self.show_outputs.isChecked():
+                self._on_show_outputs(True)
+            self._say(f"'{pending.image_name}': {self._count()} object(s).")
+            if self.params() != pending.params:  # thresholds moved while predicting
+                self.repostprocess()
+
+    def _on_show_outputs(self, checked: bool) -> None:
+        if checked and self._result is not None:
+            show_outputs(self.viewer, self._result)
+
+    def _count(self) -> int:
+        return int(sum(int(labels.max(initial=0)) for labels in self._result.labels))
+
+    # -- re-post-processing ----------------------------------------------------------
+
+    def repostprocess(self) -> None:
+        """Re-run post-processing on the cached outputs with the current thresholds.
+
+        One run at a time (the per-frame caches are not shared between threads); a request
+        during a run stops it between frames and starts again: the latest request wins.
+        """
+        if self._result is None:
+            return
+        if self._post_worker is not None:
+            self._post_again = True
+            self._post_superseded.set()
+            return
+        self._post_again = False
+        self._post_superseded = superseded = threading.Event()
+        result, params, events = self._result, self.params(), []
+        args = (repostprocess_events, result, params, superseded.is_set)
+        worker = create_worker(guarded, *args, _start_thread=False)
+        worker.yielded.connect(events.append)
+        worker.finished.connect(lambda: self._on_post_finished(result, params, events, superseded))
+        self._post_worker = worker
+        self._say("Updating labels…")
+        worker.start()
+
+    def _on_post_finished(self, result, params, events, superseded) -> None:
+        self._post_worker = None
+        errors = [e for e in events if e[0] == "error"]
+        if errors:
+            self._say(f"Post-processing failed: {error_text(errors[0][1])}", error=True)
+        elif result is self._result and not superseded.is_set():
+            labels = [e[2] for e in events]
+            if len(labels) == len(result.outputs):
+                result.labels, result.params = labels, params
+                show_labels(self.viewer, result)
+                self._say(f"'{result.image_name}': {self._count()} object(s).")
+        if self._post_again:
+            self.repostprocess()
+
+    # -- copy to ground truth ----------------------------------------------------------
+
+    def _confirm_overwrite(self, name: str) -> bool:
+        answer = QMessageBox.question(
+            self,
+            "Overwrite annotations?",
+            f"Replace the annotations of '{name}' inside the region by the predictions? "
+            "Undo on that layer reverts it.",
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def copy_to_ground_truth(self) -> None:
+        """Copy the predictions layer's objects into the chosen ground-truth layer."""
+        name = layer_names(self._result)[0] if self._result is not None else None
+        gt = self.gt_combo.value
+        if name is None or name not in self.viewer.layers:
+            self._say("Predict an image first.", error=True)
+            return
+        if gt is None or gt is self.viewer.layers[name]:
+            self._say("Choose the ground-truth Labels layer to copy into.", error=True)
+            return
+        n_leading = len(self._result.plan.leading)
+        region = copy_region(
+            self.viewer, self.region_combo.currentIndex(), gt, self.shapes_combo.value, n_leading
+        )
+        if not region:
+            self._say("The region is empty: draw rectangles in the Shapes layer.", error=True)
+            return
+        overwrite = self.overwrite.isChecked()
+        if overwrite and not self._confirm_overwrite(gt.name):
+            self._say("Copy cancelled; nothing changed.")
+            return
+        try:
+            report = copy_predictions(self.viewer.layers[name].data, gt, region, overwrite)
+        except ValueError as exc:
+            self._say(str(exc), error=True)
+            return
+        self._say(f"'{gt.name}': {report.describe()}. Undo on that layer reverts it.", info=True)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def closeEvent(self, event) -> None:
+        """Stop work in flight; its results will not be applied."""
+        self._cancelled = True
+        self._stop.set()
+        self._post_superseded.set()
+        super().closeEvent(event)
+
+    def _update_enabled(self, *_args) -> None:
+        predicting = self._predict_worker is not None
+        self.predict_button.setEnabled(not predicting)
+        self.cancel_button.setEnabled(predicting)
+        model = current_model.model
+        self.seed_prominence.setEnabled(model is None or model.config.mode == "distance")
+        self.shapes_combo.enabled = self.region_combo.currentIndex() == 2
+
+    def _say(self, text: str, error: bool = False, warn: bool = False, info: bool = False) -> None:
+        self.status.setText(text)
+        if error:
+            show_error(text)
+        elif warn:
+            show_warning(text)
+        elif info:
+            show_info(text)
+
+
+def _spin(low: float, high: float, step: float, decimals: int) -> QDoubleSpinBox:
+    return QDoubleSpinBox(minimum=low, maximum=high, singleStep=step, decimals=decimals)

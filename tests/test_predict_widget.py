@@ -1,0 +1,275 @@
+"""The predict dock widget in a real napari viewer."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_live_unet.current_model import current_model
+from napari_live_unet.engine import ModelConfig, SegmentationModel, save_model
+from napari_live_unet.engine.targets import normalized_distance
+from napari_live_unet.widgets.predict import PredictWidget
+
+from .conftest import synthetic_nuclei
+
+pytestmark = pytest.mark.gui
+WAIT_MS = 30_000
+
+
+@pytest.fixture(autouse=True)
+def fresh_current_model():
+    """The current model is a module-level singleton: start and end each test without one."""
+    current_model.set(None, "")
+    yield
+    current_model.set(None, "")
+
+
+def tiny_model(mode="distance"):
+    return SegmentationModel.create(ModelConfig(base_channels=4, depth=2, mode=mode))
+
+
+def ideal_outputs(labels):
+    """What a perfect distance-mode network would output for these labels."""
+    fg = ndi.gaussian_filter((labels > 0).astype(np.float32), 0.5)
+    return np.stack([fg, normalized_distance(labels)]).astype(np.float16)
+
+
+class FakeNetwork:
+    """Stands in for predict_outputs_many: ideal outputs, counted calls, optional delay."""
+
+    def __init__(self, labels_of, slow=False, fail=False):
+        self.labels_of, self.slow, self.fail = labels_of, slow, fail
+        self.calls = 0
+        self.started = threading.Event()
+
+    def __call__(self, images, *, channel_axis=None, progress=None, should_stop=None, **_):
+        self.calls += 1
+        for image in images:
+            self.started.set()
+            if self.fail:
+                raise RuntimeError("the GPU caught fire")
+            steps = 500 if self.slow else 1
+            for step in range(steps):
+                if should_stop is not None and should_stop():
+                    return
+                if progress is not None:
+                    progress(step + 1, steps)
+                if self.slow:
+                    time.sleep(0.01)
+            yield ideal_outputs(self.labels_of(np.asarray(image)))
+
+
+@pytest.fixture
+def setup(make_napari_viewer):
+    def make(model=None, show=False):
+        viewer = make_napari_viewer(show=show)
+        widget = PredictWidget(viewer)
+        viewer.window.add_dock_widget(widget)
+        if model is not None:
+            current_model.set(model, "test model")
+        return viewer, widget
+
+    return make
+
+
+def run_prediction(qtbot, widget, layer):
+    widget.image_combo.value = layer
+    widget.predict_button.click()
+    wait_idle(qtbot, widget)
+
+
+def wait_idle(qtbot, widget):
+    """Until no worker runs and no threshold change is waiting to be applied."""
+    qtbot.waitUntil(
+        lambda: not widget.is_busy() and not widget._debounce.isActive(), timeout=WAIT_MS
+    )
+
+
+def test_predicts_2d_image_and_time_series_with_the_image_geometry(setup, qtbot):
+    viewer, widget = setup(tiny_model())
+    image, _ = synthetic_nuclei((64, 64), seed=1)
+    layer = viewer.add_image(image, name="cells", scale=(0.5, 0.5), translate=(10, 20))
+    widget.show_outputs.setChecked(True)
+    run_prediction(qtbot, widget, layer)
+    labels = viewer.layers["cells predictions"]
+    assert labels.data.shape == (64, 64)
+    assert np.issubdtype(labels.data.dtype, np.integer)
+    assert tuple(labels.scale) == (0.5, 0.5) and tuple(labels.translate) == (10, 20)
+    assert viewer.layers["cells foreground"].data.shape == (64, 64)
+    assert viewer.layers["cells distance"].data.shape == (64, 64)
+
+    series = np.stack([synthetic_nuclei((48, 40), seed=s)[0] for s in range(3)])
+    movie = viewer.add_image(series, name="movie")
+    run_prediction(qtbot, widget, movie)
+    assert viewer.layers["movie predictions"].data.shape == (3, 48, 40)
+
+    # Predicting again updates the layer instead of adding another.
+    n_layers = len(viewer.layers)
+    run_prediction(qtbot, widget, movie)
+    assert len(viewer.layers) == n_layers
+
+
+def test_predicts_volumes_and_rgb_images(setup, qtbot):
+    viewer, widget = setup(SegmentationModel.create(ModelConfig(ndim=3, base_channels=4, depth=2)))
+    volume = viewer.add_image(np.random.default_rng(0).random((8, 24, 24), np.float32), name="vol")
+    run_prediction(qtbot, widget, volume)
+    assert viewer.layers["vol predictions"].data.shape == (8, 24, 24)
+
+    current_model.set(
+        SegmentationModel.create(ModelConfig(in_channels=3, base_channels=4, depth=2)), "rgb"
+    )
+    rgb = viewer.add_image(np.zeros((32, 24, 3), np.uint8), name="rgb", rgb=True)
+    run_prediction(qtbot, widget, rgb)
+    assert viewer.layers["rgb predictions"].data.shape == (32, 24)
+
+    # A 2D image cannot go through a 3D model: a clear message, nothing added.
+    current_model.set(SegmentationModel.create(ModelConfig(ndim=3, base_channels=4)), "3d")
+    flat = viewer.add_image(np.zeros((32, 32), np.float32), name="flat")
+    run_prediction(qtbot, widget, flat)
+    assert "flat predictions" not in viewer.layers
+    assert "3D" in widget.status.text()
+
+
+def test_threshold_change_updates_labels_without_running_the_network(setup, qtbot):
+    model = tiny_model()
+    _, truth = synthetic_nuclei((96, 96), n=8, seed=3)
+    fake = FakeNetwork(lambda image: truth)
+    model.predict_outputs_many = fake
+    viewer, widget = setup(model)
+    layer = viewer.add_image(np.zeros((96, 96), np.float32), name="img")
+    widget.min_size.setValue(5)
+    run_prediction(qtbot, widget, layer)
+    predictions = viewer.layers["img predictions"]
+    assert predictions.data.max() == truth.max()
+    assert fake.calls == 1
+
+    widget.min_size.setValue(100_000)  # every object is smaller
+    qtbot.waitUntil(lambda: predictions.data.max() == 0, timeout=WAIT_MS)
+    widget.fg_threshold.setValue(0.2)
+    widget.min_size.setValue(5)  # the latest request wins
+    qtbot.waitUntil(lambda: predictions.data.max() == truth.max(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=WAIT_MS)
+    assert fake.calls == 1
+    assert "object" in widget.status.text()
+
+
+def test_cancel_stops_and_leaves_no_prediction_layer(setup, qtbot):
+    model = tiny_model()
+    fake = FakeNetwork(lambda image: np.zeros(image.shape, np.int32), slow=True)
+    model.predict_outputs_many = fake
+    viewer, widget = setup(model)
+    layer = viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    widget.image_combo.value = layer
+    widget.predict_button.click()
+    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=WAIT_MS)
+    assert not widget.predict_button.isEnabled()
+    widget.cancel_button.click()
+    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=WAIT_MS)
+    assert "img predictions" not in viewer.layers
+    assert "cancelled" in widget.status.text().lower()
+    assert widget.predict_button.isEnabled()
+
+
+def test_deleting_the_image_while_predicting_drops_the_result_with_a_message(setup, qtbot):
+    model = tiny_model()
+    fake = FakeNetwork(lambda image: np.zeros(image.shape, np.int32), slow=True)
+    model.predict_outputs_many = fake
+    viewer, widget = setup(model)
+    layer = viewer.add_image(np.zeros((32, 32), np.float32), name="doomed")
+    widget.image_combo.value = layer
+    widget.predict_button.click()
+    assert fake.started.wait(10)
+    viewer.layers.remove(layer)
+    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=WAIT_MS)
+    assert "doomed predictions" not in viewer.layers
+    assert "'doomed'" in widget.status.text() and "deleted" in widget.status.text()
+
+
+def test_worker_error_is_reported_and_widget_returns_to_idle(setup, qtbot):
+    model = tiny_model()
+    model.predict_outputs_many = FakeNetwork(lambda image: image, fail=True)
+    viewer, widget = setup(model)
+    layer = viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    run_prediction(qtbot, widget, layer)
+    assert "Prediction failed" in widget.status.text() and "caught fire" in widget.status.text()
+    assert "img predictions" not in viewer.layers
+    assert widget.predict_button.isEnabled()
+
+
+def test_copy_to_ground_truth_asks_before_overwriting(setup, qtbot, monkeypatch):
+    model = tiny_model()
+    truth = np.zeros((40, 40), np.int32)
+    truth[5:15, 5:15] = 1
+    truth[25:35, 25:35] = 2
+    model.predict_outputs_many = FakeNetwork(lambda image: truth)
+    viewer, widget = setup(model)
+    layer = viewer.add_image(np.zeros((40, 40), np.float32), name="img")
+    widget.min_size.setValue(5)
+    run_prediction(qtbot, widget, layer)
+    gt_data = np.zeros((40, 40), np.int32)
+    gt_data[0:20, 0:20] = 4
+    gt = viewer.add_labels(gt_data.copy(), name="ground truth")
+    widget.gt_combo.value = gt
+
+    widget.overwrite.setChecked(True)
+    asked = []
+    monkeypatch.setattr(widget, "_confirm_overwrite", lambda name: asked.append(name) or False)
+    widget.copy_button.click()
+    assert asked == ["ground truth"]
+    np.testing.assert_array_equal(gt.data, gt_data)
+    assert "nothing changed" in widget.status.text()
+
+    # Without overwrite, only the unannotated object is copied, inside a drawn rectangle.
+    widget.overwrite.setChecked(False)
+    shapes = viewer.add_shapes([np.array([[20, 20], [39, 39]])], shape_type="rectangle")
+    widget.region_combo.setCurrentIndex(2)
+    widget.shapes_combo.value = shapes
+    widget.copy_button.click()
+    assert (gt.data[truth == 2] == 5).all()
+    np.testing.assert_array_equal(gt.data[0:20, 0:20], gt_data[0:20, 0:20])
+    assert "copied 1 object" in widget.status.text()
+    gt.undo()
+    np.testing.assert_array_equal(gt.data, gt_data)
+    wait_idle(qtbot, widget)
+
+
+def test_copy_visible_field_of_view_only(setup, qtbot):
+    model = tiny_model()
+    truth = np.zeros((200, 300), np.int32)
+    truth[10:20, 10:20] = 1  # in view after zooming on the top left
+    truth[170:180, 270:280] = 2  # out of view
+    model.predict_outputs_many = FakeNetwork(lambda image: truth)
+    viewer, widget = setup(model, show=True)
+    layer = viewer.add_image(np.zeros((200, 300), np.float32), name="img")
+    widget.min_size.setValue(5)
+    run_prediction(qtbot, widget, layer)
+    gt = viewer.add_labels(np.zeros((200, 300), np.int32), name="gt")
+    widget.gt_combo.value = gt
+    viewer.camera.zoom = 4
+    viewer.camera.center = (0, 30, 30)
+    qtbot.waitUntil(lambda: 0 < gt.corner_pixels[1, 0] < 150, timeout=WAIT_MS)  # redrawn
+    widget.region_combo.setCurrentIndex(1)
+    widget.copy_button.click()
+    assert (gt.data[truth == 1] > 0).all()
+    assert not gt.data[truth == 2].any()
+
+
+def test_load_model_file_sets_the_current_model(setup, qtbot, tmp_path):
+    _, widget = setup()
+    assert "No model" in widget.model_label.text()
+    path = save_model(tiny_model("boundary"), tmp_path / "nuclei.pt")
+    widget.load_model_file(path)
+    qtbot.waitUntil(lambda: current_model.model is not None, timeout=WAIT_MS)
+    assert current_model.source == str(path)
+    assert current_model.model.config.mode == "boundary"
+    assert "nuclei.pt" in widget.model_label.text() and "boundary" in widget.model_label.text()
+    assert not widget.seed_prominence.isEnabled()  # a distance-mode setting
+
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a model")
+    widget.load_model_file(bad)
+    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=WAIT_MS)
+    assert "Could not load" in widget.status.text()
+    assert current_model.source == str(path)
