@@ -11,7 +11,7 @@ _AP_COLOUR = "#70e070"
 
 
 class LossPlot(QWidget):
-    """Loss curves on the left axis (log scale) and validation AP@0.5 on the right (0-1).
+    """Loss curves on the left axis and validation AP@0.5 on the right (0-1).
 
     Points are added as epochs end; the curves redraw immediately.
     """
@@ -23,7 +23,6 @@ class LossPlot(QWidget):
         item = self.plot_widget.getPlotItem()
         item.setLabel("bottom", "epoch")
         item.setLabel("left", "loss")
-        item.setLogMode(y=True)
         item.showGrid(x=True, y=True, alpha=0.2)
         item.addLegend(offset=(-10, 10))
         self._train = item.plot([], [], pen=pg.mkPen(_TRAIN_COLOUR, width=2), name="train loss")
@@ -71,10 +70,10 @@ class LossPlot(QWidget):
     def add_epoch(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
         """Append one epoch's losses (``val_loss`` None when there is no validation data)."""
         self.epochs.append(epoch)
-        self.train_loss.append(max(train_loss, 1e-12))
+        self.train_loss.append(train_loss)
         if val_loss is not None:
             self.val_epochs.append(epoch)
-            self.val_loss.append(max(val_loss, 1e-12))
+            self.val_loss.append(val_loss)
         self._redraw()
 
     def add_ap(self, epoch: int, ap: float) -> None:
