@@ -8,7 +8,7 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from napari_live_unet.engine import PostprocessConfig, instances_from_outputs
-from napari_live_unet.engine.postprocess import remove_small_labels
+from napari_live_unet.engine.postprocess import boundary_elevation, remove_small_labels
 from napari_live_unet.engine.targets import normalized_distance
 
 from .conftest import synthetic_nuclei
@@ -20,7 +20,7 @@ def reference(outputs, mode, params):
     aux = np.asarray(outputs[1], np.float32)
     foreground = fg_prob > params.fg_threshold
     if mode == "boundary":
-        elevation = aux
+        elevation = boundary_elevation(aux)
         seeds, _ = ndi.label((fg_prob - aux > params.seed_threshold) & foreground)
         if params.min_size > 1:
             seeds = remove_small_labels(seeds, max(1, params.min_size // 4))

@@ -45,7 +45,8 @@ def instances_from_outputs(
     -----
     Boundary mode: seeds are connected regions whose interior probability (foreground minus
     boundary) exceeds ``seed_threshold``; they grow back over the foreground by watershed
-    on the boundary probability. Distance mode: seeds are maxima of the (lightly smoothed)
+    on the boundary probability (exact ties broken by position, see
+    :func:`boundary_elevation`). Distance mode: seeds are maxima of the (lightly smoothed)
     distance that are higher than ``seed_threshold`` and rise at least ``seed_prominence``
     above the saddle to any higher maximum; they grow by watershed on the negative
     distance. Foreground components that hold no seed become objects of their own.
@@ -80,7 +81,9 @@ def instances_from_outputs(
         labels = cached[1]
     else:
         if mode == "boundary":
-            elevation = aux
+            if "elevation" not in cache:
+                cache["elevation"] = boundary_elevation(aux)
+            elevation = cache["elevation"]
             if "interior" not in cache:
                 cache["interior"] = fg_prob - aux
             seeds, n_seeds = ndi.label((cache["interior"] > params.seed_threshold) & foreground)
@@ -101,6 +104,19 @@ def instances_from_outputs(
         labels = _grow(elevation, seeds, n_seeds, components, n_components)
         cache["grown"] = (grown_key, labels)
     return _drop_small_and_relabel(labels, params.min_size)
+
+
+def boundary_elevation(boundary: np.ndarray) -> np.ndarray:
+    """The boundary map with exact ties broken by position (float64).
+
+    Boundary maps come from float16 network outputs, so neighbouring seeds often meet
+    pixels of exactly equal value, and which seed floods such a pixel first would depend on
+    the whole image's queue. Adding less than 1e-9, increasing in raster order, orders
+    equal values and never reorders distinct ones (float16 steps are at least 6e-8), so the
+    watershed can run on each component alone and give the whole-image result.
+    """
+    ramp = np.arange(boundary.size, dtype=np.float64).reshape(boundary.shape)
+    return boundary.astype(np.float64) + ramp * (1e-9 / max(1, boundary.size))
 
 
 def remove_small_labels(labels: np.ndarray, min_size: int) -> np.ndarray:
