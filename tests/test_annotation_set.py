@@ -17,7 +17,7 @@ from napari_live_unet.engine import (
     pairs_from_regions,
     save_annotation_set,
 )
-from napari_live_unet.engine.annotation_set import objects_in_region
+from napari_live_unet.engine.regions import objects_in_region
 
 from .conftest import synthetic_nuclei
 

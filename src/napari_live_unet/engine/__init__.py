@@ -6,11 +6,9 @@ scikit-image and tifffile installed.
 
 from .annotation_set import (
     AnnotatedImage,
-    Region,
     load_annotation_set,
     load_region_pairs,
     pairs_from_annotation_set,
-    pairs_from_regions,
     save_annotation_set,
 )
 from .config import (
@@ -39,6 +37,7 @@ from .metrics import MatchCounts, dataset_counts, match_counts
 from .model import SegmentationModel
 from .model_file import load_model, save_model
 from .postprocess import instances_from_outputs
+from .regions import Region, pairs_from_regions
 from .train import run_training, train
 
 __all__ = [

@@ -4,18 +4,15 @@ and copy predictions into the ground truth for the next round of training."""
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels, Shapes
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -24,7 +21,6 @@ from qtpy.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -51,8 +47,7 @@ from ._prediction import (
     repostprocess_events,
 )
 from .copy_predictions import copy_predictions
-
-DEBOUNCE_MS = 150
+from .postprocess_controls import PostprocessControls
 
 
 class PredictWidget(QWidget):
@@ -80,10 +75,11 @@ class PredictWidget(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.progress = QProgressBar()
         self.show_outputs = QCheckBox("Show network outputs")
-        self.fg_threshold = _spin(0.0, 1.0, 0.05, 2)
-        self.seed_threshold = _spin(0.0, 1.0, 0.05, 2)
-        self.seed_prominence = _spin(0.0, 1.0, 0.01, 3)
-        self.min_size = QSpinBox(minimum=0, maximum=1_000_000)
+        self.thresholds = PostprocessControls()
+        # Short names for the controls (tests and scripts set them directly).
+        self.fg_threshold, self.seed_threshold, self.seed_prominence, self.min_size = (
+            self.thresholds._spins()
+        )
         self.gt_combo = ComboBox(choices=layer_choices(napari_viewer, Labels), nullable=True)
         self.region_combo = QComboBox()
         self.region_combo.addItems(REGIONS)
@@ -91,16 +87,14 @@ class PredictWidget(QWidget):
         self.overwrite = QCheckBox("Overwrite annotated pixels")
         self.copy_button = QPushButton("Copy predictions to ground truth")
         self.status = QLabel(wordWrap=True)
-        self._debounce = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
+        self._debounce = self.thresholds.debounce
         self._build_layout()
 
         self.load_button.clicked.connect(self._choose_model_file)
         self.predict_button.clicked.connect(self.predict)
         self.cancel_button.clicked.connect(self.cancel)
         self.show_outputs.toggled.connect(self._on_show_outputs)
-        for spin in (self.fg_threshold, self.seed_threshold, self.seed_prominence, self.min_size):
-            spin.valueChanged.connect(lambda *_: self._debounce.start())
-        self._debounce.timeout.connect(self.repostprocess)
+        self.thresholds.changed.connect(self.repostprocess)
         self.region_combo.currentIndexChanged.connect(self._update_enabled)
         self.copy_button.clicked.connect(self.copy_to_ground_truth)
         layer_events = self.viewer.layers.events
@@ -118,12 +112,6 @@ class PredictWidget(QWidget):
         groups = {
             "Model": [self.model_label, self.load_button],
             "Predict": [("Image", self.image_combo.native), ("Device", self.device_combo)],
-            "Post-processing (updates the labels live)": [
-                ("Foreground threshold", self.fg_threshold),
-                ("Seed threshold", self.seed_threshold),
-                ("Seed prominence", self.seed_prominence),
-                ("Minimum size", self.min_size),
-            ],
             "Correct and retrain: copy predictions": [
                 ("Ground truth", self.gt_combo.native),
                 ("Region", self.region_combo),
@@ -140,6 +128,8 @@ class PredictWidget(QWidget):
             for item in rows:
                 form.addRow(*item) if isinstance(item, tuple) else form.addRow(item)
             layout.addWidget(box)
+            if title == "Predict":
+                layout.addWidget(self.thresholds)
         layout.addWidget(self.status)
         layout.addStretch()
         self._update_enabled()
@@ -172,12 +162,7 @@ class PredictWidget(QWidget):
 
     def _set_params(self, params: PostprocessConfig) -> None:
         """Show a model's thresholds without re-running post-processing."""
-        spins = (self.fg_threshold, self.seed_threshold, self.seed_prominence, self.min_size)
-        values = (params.fg_threshold, params.seed_threshold, params.seed_prominence)
-        for spin, value in zip(spins, (*values, params.min_size), strict=True):
-            spin.blockSignals(True)
-            spin.setValue(value)
-            spin.blockSignals(False)
+        self.thresholds.show_params(params)
 
     def params(self, base: PostprocessConfig | None = None) -> PostprocessConfig:
         """Thresholds from the controls; the rest (smoothing) from ``base``, by default the
@@ -186,13 +171,7 @@ class PredictWidget(QWidget):
             base = self._result.params
         if base is None and current_model.model is not None:
             base = current_model.model.postprocess
-        return replace(
-            base or PostprocessConfig(),
-            fg_threshold=round(self.fg_threshold.value(), 4),
-            seed_threshold=round(self.seed_threshold.value(), 4),
-            seed_prominence=round(self.seed_prominence.value(), 4),
-            min_size=self.min_size.value(),
-        )
+        return self.thresholds.params(base)
 
     def _choose_model_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -406,7 +385,7 @@ class PredictWidget(QWidget):
         self.predict_button.setEnabled(not predicting)
         self.cancel_button.setEnabled(predicting)
         model = current_model.model
-        self.seed_prominence.setEnabled(model is None or model.config.mode == "distance")
+        self.thresholds.set_mode(None if model is None else model.config.mode)
         self.shapes_combo.enabled = self.region_combo.currentIndex() == 2
 
     def _say(self, text: str, error: bool = False, warn: bool = False, info: bool = False) -> None:
@@ -417,7 +396,3 @@ class PredictWidget(QWidget):
             show_warning(text)
         elif info:
             show_info(text)
-
-
-def _spin(low: float, high: float, step: float, decimals: int) -> QDoubleSpinBox:
-    return QDoubleSpinBox(minimum=low, maximum=high, singleStep=step, decimals=decimals)

@@ -28,9 +28,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..engine.annotation_set import Region, pairs_from_annotation_set, pairs_from_regions
+from ..engine.annotation_set import pairs_from_annotation_set
 from ..engine.data import TrainingPair, load_folder_pairs
 from ..engine.errors import InputError
+from ..engine.regions import Region, pairs_from_regions
 from ..layer_pairs import regions_from_shapes
 
 _NO_REGIONS = "(whole images)"
