@@ -67,5 +67,15 @@ def predict_one(network, image, low=None, high=None, **kwargs):
 
 
 @pytest.fixture
+def no_current_model():
+    """The widgets' shared current model starts and ends each test empty."""
+    from napari_live_unet.current_model import current_model
+
+    current_model.set(None, "")
+    yield current_model
+    current_model.set(None, "")
+
+
+@pytest.fixture
 def dataset(tmp_path) -> tuple[Path, Path]:
     return write_dataset(tmp_path / "train")

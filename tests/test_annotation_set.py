@@ -20,6 +20,7 @@ from napari_live_unet.engine import (
 from napari_live_unet.engine.regions import objects_in_region
 
 from .conftest import synthetic_nuclei
+from .test_cli import _train_argv
 
 
 def rect(y0, x0, y1, x1, role="train", frame=()):
@@ -276,33 +277,8 @@ def test_loading_damaged_sets_is_a_clear_error(tmp_path):
 
 
 def _regions_argv(folder, out, regions):
-    return [
-        "train",
-        "--images",
-        str(folder / "images"),
-        "--labels",
-        str(folder / "labels"),
-        "--regions",
-        str(regions),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--steps-per-epoch",
-        "2",
-        "--base-channels",
-        "4",
-        "--depth",
-        "2",
-        "--patch-size",
-        "32",
-        "--batch-size",
-        "4",
-        "--val-ap-every",
-        "0",
-        "--device",
-        "cpu",
-    ]
+    argv = _train_argv(folder / "images", folder / "labels", out)
+    return [*argv, "--regions", str(regions), "--val-ap-every", "0"]
 
 
 def test_cli_trains_on_regions(tmp_path, capsys):

@@ -14,16 +14,8 @@ from napari_live_unet.widgets.predict import PredictWidget
 
 from .conftest import synthetic_nuclei
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("no_current_model")]
 WAIT_MS = 30_000
-
-
-@pytest.fixture(autouse=True)
-def fresh_current_model():
-    """The current model is a module-level singleton: start and end each test without one."""
-    current_model.set(None, "")
-    yield
-    current_model.set(None, "")
 
 
 def tiny_model(mode="distance"):

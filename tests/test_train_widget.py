@@ -15,14 +15,7 @@ from napari_live_unet.widgets.train import TrainWidget
 
 from .conftest import synthetic_nuclei
 
-pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def no_current_model():
-    current_model.set(None, "")
-    yield
-    current_model.set(None, "")
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("no_current_model")]
 
 
 @pytest.fixture

@@ -13,14 +13,7 @@ from napari_live_unet.widgets.train import TrainWidget
 
 from .conftest import synthetic_nuclei
 
-pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def no_current_model():
-    current_model.set(None, "")
-    yield
-    current_model.set(None, "")
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("no_current_model")]
 
 
 def test_annotate_train_predict_correct_retrain(make_napari_viewer, qtbot):

@@ -48,3 +48,14 @@ class CurrentModel:
 
 current_model = CurrentModel()
 """The one instance every widget of this plugin uses."""
+
+
+def describe_model(model: SegmentationModel | None, source: str) -> str:
+    """One line on a model for the widgets: mode, dimensionality, size and origin."""
+    if model is None:
+        return "No model yet: train one or open a model file."
+    c = model.config
+    return (
+        f"{c.mode} mode, {c.ndim}D, {c.in_channels} channel(s), base {c.base_channels}, "
+        f"depth {c.depth} ({source or 'unnamed model'})"
+    )

@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..current_model import current_model
+from ..current_model import current_model, describe_model
 from ..engine.config import PostprocessConfig
 from ..engine.device import available_devices
 from ..engine.errors import InputError
@@ -149,14 +149,8 @@ class PredictWidget(QWidget):
             self._say(f"Image layer '{event.value.name}' was deleted: stopping prediction…")
 
     def _on_model_changed(self, model, source: str) -> None:
-        if model is None:
-            self.model_label.setText("No model yet: train one or load a model file.")
-        else:
-            cfg = model.config
-            self.model_label.setText(
-                f"{source or 'unnamed model'}\n{cfg.mode} mode, {cfg.ndim}D, "
-                f"{cfg.in_channels} channel(s)"
-            )
+        self.model_label.setText(describe_model(model, source))
+        if model is not None:
             self._set_params(model.postprocess)
         self._update_enabled()
 

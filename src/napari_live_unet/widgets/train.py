@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..current_model import current_model
+from ..current_model import current_model, describe_model
 from ..engine import events as ev
 from ..engine.errors import InputError
 from ..engine.model import SegmentationModel
@@ -333,14 +333,7 @@ class TrainWidget(QWidget):
         self.data.setEnabled(not running)
 
     def _show_model(self, model: SegmentationModel | None, source: str) -> None:
-        if model is None:
-            self.model_label.setText("Current model: none")
-        else:
-            c = model.config
-            self.model_label.setText(
-                f"Current model: {c.mode} mode, {c.ndim}D, base {c.base_channels}, "
-                f"depth {c.depth} ({source})"
-            )
+        self.model_label.setText(f"Current model: {describe_model(model, source)}")
         self._set_running(self.is_training)
 
     def _choose_save_path(self) -> None:
