@@ -60,3 +60,19 @@ def test_manifest_is_valid_and_sample_loads():
     (image, _, kind_i), (labels, _, kind_l) = layers
     assert (kind_i, kind_l) == ("image", "labels")
     assert image.shape == labels.shape and labels.max() > 10
+
+
+@__import__("pytest").mark.gui
+def test_napari_finds_the_widgets_and_the_sample(make_napari_viewer):
+    """What a user clicks: File > Open Sample and Plugins > Live U-net > each widget."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-live-unet", "nuclei")
+    assert [layer.name for layer in viewer.layers] == [
+        "nuclei (DSB2018 sample)",
+        "nuclei ground truth",
+    ]
+    for name in ("Annotate", "Train", "Predict"):
+        _, widget = viewer.window.add_plugin_dock_widget("napari-live-unet", name)
+        assert type(widget).__name__ == f"{name}Widget"
+        widget.reset_choices()  # sees the viewer's layers (napari hands it a proxy viewer)
+    assert widget.image_combo.value.name == "nuclei (DSB2018 sample)"

@@ -137,11 +137,20 @@ class TrainWidget(QWidget):
         layers_removed.connect(self._layer_removed)
         self.destroyed.connect(lambda *_: layers_removed.disconnect(self._layer_removed))
         self._close_watcher = _CloseWatcher(self)
-        window = getattr(getattr(napari_viewer, "window", None), "_qt_window", None)
-        if window is not None:
-            window.installEventFilter(self._close_watcher)
+        self._watched_window = None
         self._show_model(current_model.model, current_model.source)
         self._set_running(False)
+
+    def _watch_window(self) -> None:
+        """Stop training when the viewer's main window (our top-level widget) closes.
+
+        Found through Qt's parent chain when a run starts (the widget is docked by then)
+        rather than through napari's private window attributes.
+        """
+        top = self.window()
+        if top is not self and top is not self._watched_window:
+            top.installEventFilter(self._close_watcher)
+            self._watched_window = top
 
     # -- public API ---------------------------------------------------------------------
 
@@ -176,6 +185,7 @@ class TrainWidget(QWidget):
             return None
         self._sources = sources
         self._stop.clear()
+        self._watch_window()
         self.preview.start(
             self._preview_image_for(sources), sources[0].spatial_ndim if sources else 2
         )
@@ -216,8 +226,11 @@ class TrainWidget(QWidget):
         worker = self.worker
         if worker is None:
             return
-        for signal in (worker.yielded, worker.returned, worker.errored, worker.finished):
-            signal.disconnect()
+        try:
+            for signal in (worker.yielded, worker.returned, worker.errored, worker.finished):
+                signal.disconnect()
+        except (RuntimeError, TypeError):
+            pass  # the worker already ended and Qt deleted its signals
         self._stop.set()
         worker.quit()  # the worker ends at the next event the engine yields
         self.preview.stop()
