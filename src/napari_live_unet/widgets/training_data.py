@@ -236,7 +236,11 @@ def _snapshot(image: Image, labels: Labels, regions: Shapes | None, spatial_ndim
         name=image.name,
         image=image.data,
         labels=np.array(labels.data, copy=True),
-        regions=regions_from_shapes(regions, spatial_ndim) if regions is not None else [],
+        regions=(
+            regions_from_shapes(regions, spatial_ndim, image_layer=image)
+            if regions is not None
+            else []
+        ),
         spatial_ndim=spatial_ndim,
         channel_axis=-1 if rgb else None,
         layer_names=tuple(x.name for x in (image, labels, regions) if x is not None),
