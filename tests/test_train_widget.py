@@ -166,3 +166,31 @@ def test_saved_model_reloads_and_opens_in_napari(make_napari_viewer, qtbot, tmp_
     assert current_model.model is not None  # ...it becomes the current model
     assert current_model.source == str(path)
     assert "nuclei.pt" in widget.model_label.text()
+
+
+def test_trains_on_a_time_series_and_previews_the_current_frame(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    frames = [synthetic_nuclei((128, 128), n=10, seed=s) for s in range(3)]
+    movie = np.stack([f[0] for f in frames])
+    truth = np.zeros(movie.shape, np.uint16)
+    truth[1] = frames[1][1]  # only frame 1 is annotated
+    viewer.add_image(movie, name="movie")
+    viewer.add_labels(truth, name="movie ground truth")
+    viewer.dims.set_current_step(0, 2)  # looking at frame 2 while training
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.reset_choices()
+    s = widget.settings
+    s.device.setCurrentText("cpu")
+    s.by_epochs.setChecked(True)
+    s.epochs.setValue(2)
+    s.steps_per_epoch.setValue(3)
+    s.patch_size.setValue(32)
+    s.batch_size.setValue(2)
+    widget.preview_every.setValue(1)
+    widget.start()
+    wait_done(qtbot, widget)
+    assert current_model.model is not None and current_model.model.config.ndim == 2
+    preview = viewer.layers["movie live preview"]
+    assert preview.data.shape == (1, 128, 128)
+    assert preview.translate[0] == 2  # drawn on the frame that was on screen
