@@ -194,3 +194,29 @@ def test_trains_on_a_time_series_and_previews_the_current_frame(make_napari_view
     preview = viewer.layers["movie live preview"]
     assert preview.data.shape == (1, 128, 128)
     assert preview.translate[0] == 2  # drawn on the frame that was on screen
+
+
+def test_trains_a_3d_model_on_a_volume(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image, labels = synthetic_nuclei((64, 64), n=6, seed=3)
+    volume = np.repeat(image[None], 16, axis=0)
+    truth = np.repeat(labels[None], 16, axis=0)
+    viewer.add_image(volume, name="volume")
+    viewer.add_labels(truth, name="volume ground truth")
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.reset_choices()
+    widget.data.spatial.setCurrentIndex(1)  # 3D volumes
+    s = widget.settings
+    s.device.setCurrentText("cpu")
+    s.by_epochs.setChecked(True)
+    s.epochs.setValue(1)
+    s.steps_per_epoch.setValue(2)
+    s.patch_size.setValue(32)
+    s.batch_size.setValue(1)
+    widget.preview_every.setValue(1)
+    widget.start()
+    wait_done(qtbot, widget)
+    model = current_model.model
+    assert model is not None and model.config.ndim == 3
+    assert viewer.layers["volume live preview"].data.ndim == 3
