@@ -34,16 +34,21 @@ def make_widget(make_napari_viewer, epochs=3, shape=(160, 160)):
     viewer.add_labels(labels, name="nuclei ground truth")
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget)
+    tiny_settings(widget, epochs)
+    widget.reset_choices()
+    return viewer, widget
+
+
+def tiny_settings(widget, epochs, steps=3, batch=2):
+    """A small CPU run: seconds, not minutes."""
     s = widget.settings
     s.device.setCurrentText("cpu")
     s.model_size.setCurrentIndex(0)
     s.by_epochs.setChecked(True)
     s.epochs.setValue(epochs)
-    s.steps_per_epoch.setValue(3)
+    s.steps_per_epoch.setValue(steps)
     s.patch_size.setValue(32)
-    s.batch_size.setValue(2)
-    widget.reset_choices()
-    return viewer, widget
+    s.batch_size.setValue(batch)
 
 
 def wait_done(qtbot, widget, timeout=120_000):
@@ -180,13 +185,7 @@ def test_trains_on_a_time_series_and_previews_the_current_frame(make_napari_view
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.reset_choices()
-    s = widget.settings
-    s.device.setCurrentText("cpu")
-    s.by_epochs.setChecked(True)
-    s.epochs.setValue(2)
-    s.steps_per_epoch.setValue(3)
-    s.patch_size.setValue(32)
-    s.batch_size.setValue(2)
+    tiny_settings(widget, epochs=2)
     widget.preview_every.setValue(1)
     widget.start()
     wait_done(qtbot, widget)
@@ -207,13 +206,7 @@ def test_trains_a_3d_model_on_a_volume(make_napari_viewer, qtbot):
     viewer.window.add_dock_widget(widget)
     widget.reset_choices()
     widget.data.spatial.setCurrentIndex(1)  # 3D volumes
-    s = widget.settings
-    s.device.setCurrentText("cpu")
-    s.by_epochs.setChecked(True)
-    s.epochs.setValue(1)
-    s.steps_per_epoch.setValue(2)
-    s.patch_size.setValue(32)
-    s.batch_size.setValue(1)
+    tiny_settings(widget, epochs=1, steps=2, batch=1)
     widget.preview_every.setValue(1)
     widget.start()
     wait_done(qtbot, widget)

@@ -12,6 +12,7 @@ from napari_live_unet.widgets.predict import PredictWidget
 from napari_live_unet.widgets.train import TrainWidget
 
 from .conftest import synthetic_nuclei
+from .test_train_widget import tiny_settings
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("no_current_model")]
 
@@ -36,13 +37,7 @@ def test_annotate_train_predict_correct_retrain(make_napari_viewer, qtbot):
     # Train (tiny, CPU): the plot gets a point per epoch and the model becomes current.
     trainer.reset_choices()
     assert trainer.data.regions.value is regions
-    s = trainer.settings
-    s.device.setCurrentText("cpu")
-    s.by_epochs.setChecked(True)
-    s.epochs.setValue(3)
-    s.steps_per_epoch.setValue(4)
-    s.patch_size.setValue(32)
-    s.batch_size.setValue(4)
+    tiny_settings(trainer, epochs=3, steps=4, batch=4)
     trainer.start()
     qtbot.waitUntil(lambda: not trainer.is_training, timeout=120_000)
     assert trainer.plot.epochs == [1, 2, 3]
