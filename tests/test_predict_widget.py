@@ -265,3 +265,17 @@ def test_load_model_file_sets_the_current_model(setup, qtbot, tmp_path):
     qtbot.waitUntil(lambda: not widget.is_busy(), timeout=WAIT_MS)
     assert "Could not load" in widget.status.text()
     assert current_model.source == str(path)
+
+
+def test_closing_the_viewer_stops_prediction(setup, qtbot):
+    model = tiny_model()
+    fake = FakeNetwork(lambda image: np.zeros(image.shape, np.int32), slow=True)
+    model.predict_outputs_many = fake
+    viewer, widget = setup(model)
+    widget.image_combo.value = viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    widget.predict_button.click()
+    assert fake.started.wait(10)
+    worker = widget._predict_worker
+    viewer.close()
+    # The fake network needs 5 s to finish; the stop flag ends it at the next tile.
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=2_000)

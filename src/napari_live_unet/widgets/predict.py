@@ -48,6 +48,7 @@ from ._prediction import (
 )
 from .copy_predictions import copy_predictions
 from .postprocess_controls import PostprocessControls
+from .window_close import on_window_close
 
 
 class PredictWidget(QWidget):
@@ -230,6 +231,7 @@ class PredictWidget(QWidget):
         worker.yielded.connect(self._on_predict_event)
         worker.finished.connect(self._on_predict_finished)
         self._predict_worker = worker
+        on_window_close(self, self.shutdown)
         self.progress.setRange(0, 0)
         self._say(f"Predicting '{layer.name}' ({plan.n_frames} frame(s))…")
         self._update_enabled()
@@ -367,11 +369,14 @@ class PredictWidget(QWidget):
 
     # -- helpers ---------------------------------------------------------------------
 
-    def closeEvent(self, event) -> None:
-        """Stop work in flight; its results will not be applied."""
+    def shutdown(self) -> None:
+        """Stop work in flight (the viewer is closing); its results will not be applied."""
         self._cancelled = True
         self._stop.set()
         self._post_superseded.set()
+
+    def closeEvent(self, event) -> None:
+        self.shutdown()
         super().closeEvent(event)
 
     def _update_enabled(self, *_args) -> None:

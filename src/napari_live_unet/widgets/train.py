@@ -14,7 +14,6 @@ import torch._dynamo  # noqa: F401
 from napari.layers import Image
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import (
     QCheckBox,
     QFileDialog,
@@ -38,6 +37,7 @@ from .loss_plot import LossPlot
 from .preview_layer import LivePreview
 from .train_settings import TrainSettings
 from .training_data import LayerSource, TrainingDataPicker, build_pairs
+from .window_close import on_window_close
 
 
 def training_job(
@@ -66,19 +66,6 @@ def training_job(
             preview_every=preview_every,
         )
     )
-
-
-class _CloseWatcher(QObject):
-    """Stops training when the viewer window closes, before its widgets go away."""
-
-    def __init__(self, owner: TrainWidget) -> None:
-        super().__init__(owner)
-        self._owner = owner
-
-    def eventFilter(self, obj, event) -> bool:
-        if event.type() == QEvent.Type.Close:
-            self._owner.shutdown()
-        return False
 
 
 class TrainWidget(QWidget):
@@ -136,21 +123,8 @@ class TrainWidget(QWidget):
         layers_removed = self.viewer.layers.events.removed
         layers_removed.connect(self._layer_removed)
         self.destroyed.connect(lambda *_: layers_removed.disconnect(self._layer_removed))
-        self._close_watcher = _CloseWatcher(self)
-        self._watched_window = None
         self._show_model(current_model.model, current_model.source)
         self._set_running(False)
-
-    def _watch_window(self) -> None:
-        """Stop training when the viewer's main window (our top-level widget) closes.
-
-        Found through Qt's parent chain when a run starts (the widget is docked by then)
-        rather than through napari's private window attributes.
-        """
-        top = self.window()
-        if top is not self and top is not self._watched_window:
-            top.installEventFilter(self._close_watcher)
-            self._watched_window = top
 
     # -- public API ---------------------------------------------------------------------
 
@@ -185,7 +159,7 @@ class TrainWidget(QWidget):
             return None
         self._sources = sources
         self._stop.clear()
-        self._watch_window()
+        on_window_close(self, self.shutdown)  # the viewer closing ends the run
         self.preview.start(
             self._preview_image_for(sources), sources[0].spatial_ndim if sources else 2
         )
