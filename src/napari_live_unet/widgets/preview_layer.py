@@ -86,7 +86,9 @@ class LivePreview(QObject):
             return
         layer = self._layer()
         offset = [*window.frame, *window.start]
-        layer.translate = [
+        translate = [
             t + o * s for t, o, s in zip(image.translate, offset, image.scale, strict=False)
         ]
+        if not np.allclose(layer.translate, translate):  # each change redraws the layer
+            layer.translate = translate
         layer.data = labels.reshape((1,) * len(window.frame) + labels.shape)
