@@ -354,7 +354,7 @@ def _validation_loss(network, patches, mode, class_weights, amp_dtype, device) -
 
 
 def _validation_ap(model: SegmentationModel, val_pairs, config) -> dict[float, float]:
-    cache = CachedValidation(model, limit_pixels(val_pairs, config.tune_max_pixels))
+    cache = CachedValidation(model, limit_pixels(val_pairs, config.val_ap_max_pixels))
     counts = cache.counts(model.postprocess, (0.5, 0.7))
     model.network.train()
     return {c.threshold: c.ap for c in counts}
