@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from psygnal import Signal
 
 from .engine.model import SegmentationModel
@@ -31,15 +28,6 @@ class CurrentModel:
     def source(self) -> str:
         """Human-readable origin, e.g. ``trained 12:03`` or a file path."""
         return self._source
-
-    def follow(self, widget: Any, callback: Callable[[Any, str], Any]) -> None:
-        """Call ``callback(model, source)`` on every change until ``widget`` is destroyed.
-
-        ``widget`` is a QObject; disconnecting on its ``destroyed`` signal keeps this
-        module-level object from calling into deleted widgets after a viewer closes.
-        """
-        self.changed.connect(callback)
-        widget.destroyed.connect(lambda *_: self.changed.disconnect(callback, missing_ok=True))
 
     def set(self, model: SegmentationModel | None, source: str) -> None:
         self._model, self._source = model, source

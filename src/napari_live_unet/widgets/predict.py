@@ -48,7 +48,7 @@ from ._prediction import (
 )
 from .copy_predictions import copy_predictions
 from .postprocess_controls import PostprocessControls
-from .window_close import on_window_close
+from .widget_lifetime import connect_while_alive, on_window_close
 
 
 class PredictWidget(QWidget):
@@ -98,10 +98,8 @@ class PredictWidget(QWidget):
         self.thresholds.changed.connect(self.repostprocess)
         self.region_combo.currentIndexChanged.connect(self._update_enabled)
         self.copy_button.clicked.connect(self.copy_to_ground_truth)
-        layer_events = self.viewer.layers.events
-        layer_events.removed.connect(self._on_layer_removed)
-        self.destroyed.connect(lambda *_: layer_events.removed.disconnect(self._on_layer_removed))
-        current_model.follow(self, self._on_model_changed)
+        connect_while_alive(self, self.viewer.layers.events.removed, self._on_layer_removed)
+        connect_while_alive(self, current_model.changed, self._on_model_changed)
         self._on_model_changed(current_model.model, current_model.source)
 
     def _build_layout(self) -> None:

@@ -37,7 +37,7 @@ from .loss_plot import LossPlot
 from .preview_layer import LivePreview
 from .train_settings import TrainSettings
 from .training_data import LayerSource, TrainingDataPicker, build_pairs
-from .window_close import on_window_close
+from .widget_lifetime import connect_while_alive, on_window_close
 
 
 def training_job(
@@ -119,10 +119,8 @@ class TrainWidget(QWidget):
         layout.addWidget(self.save_button)
         layout.addStretch()
 
-        current_model.follow(self, self._show_model)
-        layers_removed = self.viewer.layers.events.removed
-        layers_removed.connect(self._layer_removed)
-        self.destroyed.connect(lambda *_: layers_removed.disconnect(self._layer_removed))
+        connect_while_alive(self, current_model.changed, self._show_model)
+        connect_while_alive(self, self.viewer.layers.events.removed, self._layer_removed)
         self._show_model(current_model.model, current_model.source)
         self._set_running(False)
 

@@ -1,8 +1,10 @@
-"""Run a callback when the main window a dock widget sits in is about to close."""
+"""Tying callbacks to a dock widget's lifetime: viewer events, shared signals, the window."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from typing import Any
 
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QWidget
@@ -32,3 +34,19 @@ def on_window_close(widget: QWidget, callback: Callable[[], None]) -> None:
         return
     top.installEventFilter(_CloseFilter(widget, callback))
     widget._close_watched = id(top)
+
+
+def connect_while_alive(widget: QWidget, signal: Any, callback: Callable) -> None:
+    """Connect ``callback`` to ``signal`` (psygnal, napari event or Qt) until ``widget`` is
+    destroyed.
+
+    Viewer events and the module-level current model outlive a dock widget; without the
+    disconnection they would call into a widget whose Qt object is gone.
+    """
+    signal.connect(callback)
+
+    def disconnect(*_args) -> None:
+        with contextlib.suppress(ValueError, RuntimeError, TypeError):
+            signal.disconnect(callback)
+
+    widget.destroyed.connect(disconnect)
