@@ -239,6 +239,9 @@ def _split_single(pair: TrainingPair, fraction: float) -> tuple[list[TrainingPai
     if cut < 16 or size - cut < 16:
         return [pair], []
 
+    # Both parts are normalised like the whole image, as prediction will see it.
+    intensity_range = pair.intensity_range or channel_percentiles(pair.image)
+
     def part(sl: slice, suffix: str) -> TrainingPair:
         index = [slice(None)] * len(pair.spatial_shape)
         index[axis] = sl
@@ -249,7 +252,7 @@ def _split_single(pair: TrainingPair, fraction: float) -> tuple[list[TrainingPai
             pair.image[(slice(None), *idx)],
             pair.labels[idx],
             mask,
-            pair.intensity_range or channel_percentiles(pair.image),
+            intensity_range,
         )
 
     # Validate on the far end of the image; if no object lies there, try the near end.
