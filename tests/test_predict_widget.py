@@ -147,14 +147,21 @@ def test_threshold_change_updates_labels_without_running_the_network(setup, qtbo
     assert "object" in widget.status.text()
 
 
-def test_cancel_stops_and_leaves_no_prediction_layer(setup, qtbot):
+def start_slow_prediction(setup, qtbot, name):
+    """A widget predicting a 32×32 image with a network that takes 5 s unless stopped."""
     model = tiny_model()
     fake = FakeNetwork(lambda image: np.zeros(image.shape, np.int32), slow=True)
     model.predict_outputs_many = fake
     viewer, widget = setup(model)
-    layer = viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    layer = viewer.add_image(np.zeros((32, 32), np.float32), name=name)
     widget.image_combo.value = layer
     widget.predict_button.click()
+    assert fake.started.wait(10)
+    return viewer, widget, layer
+
+
+def test_cancel_stops_and_leaves_no_prediction_layer(setup, qtbot):
+    viewer, widget, _ = start_slow_prediction(setup, qtbot, "img")
     qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=WAIT_MS)
     assert not widget.predict_button.isEnabled()
     widget.cancel_button.click()
@@ -165,14 +172,7 @@ def test_cancel_stops_and_leaves_no_prediction_layer(setup, qtbot):
 
 
 def test_deleting_the_image_while_predicting_drops_the_result_with_a_message(setup, qtbot):
-    model = tiny_model()
-    fake = FakeNetwork(lambda image: np.zeros(image.shape, np.int32), slow=True)
-    model.predict_outputs_many = fake
-    viewer, widget = setup(model)
-    layer = viewer.add_image(np.zeros((32, 32), np.float32), name="doomed")
-    widget.image_combo.value = layer
-    widget.predict_button.click()
-    assert fake.started.wait(10)
+    viewer, widget, layer = start_slow_prediction(setup, qtbot, "doomed")
     viewer.layers.remove(layer)
     qtbot.waitUntil(lambda: not widget.is_busy(), timeout=WAIT_MS)
     assert "doomed predictions" not in viewer.layers
@@ -268,13 +268,7 @@ def test_load_model_file_sets_the_current_model(setup, qtbot, tmp_path):
 
 
 def test_closing_the_viewer_stops_prediction(setup, qtbot):
-    model = tiny_model()
-    fake = FakeNetwork(lambda image: np.zeros(image.shape, np.int32), slow=True)
-    model.predict_outputs_many = fake
-    viewer, widget = setup(model)
-    widget.image_combo.value = viewer.add_image(np.zeros((32, 32), np.float32), name="img")
-    widget.predict_button.click()
-    assert fake.started.wait(10)
+    viewer, widget, _ = start_slow_prediction(setup, qtbot, "img")
     worker = widget._predict_worker
     viewer.close()
     # The fake network needs 5 s to finish; the stop flag ends it at the next tile.
