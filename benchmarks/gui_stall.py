@@ -30,6 +30,7 @@ def one_run() -> float:
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.reset_choices()
+    widget.start_from.choose("scratch (new model)")  # the figures were taken from scratch
     s = widget.settings
     s.device.setCurrentText("cpu")
     s.by_epochs.setChecked(True)

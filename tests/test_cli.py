@@ -117,7 +117,8 @@ def test_float_labels(dataset, tmp_path, capsys):
     images, labels = dataset
     tifffile.imwrite(labels / "img2.tif", np.ones((96, 96), np.float32))
     out = tmp_path / "m.pt"
-    _expect_error(capsys, _train_argv(images, labels, out), "img2.tif", out)
+    # the message names the label file, not its image
+    _expect_error(capsys, _train_argv(images, labels, out), str(labels / "img2.tif"), out)
 
 
 def test_unmatched_names_and_empty_folder(dataset, tmp_path, capsys):
@@ -221,7 +222,7 @@ def test_predict_refuses_bad_inputs_before_writing(dataset, tmp_path, capsys):
 
 
 def test_help_on_every_command(capsys):
-    for cmd in ([], ["train"], ["predict"], ["evaluate"], ["demo"]):
+    for cmd in ([], ["train"], ["predict"], ["evaluate"], ["demo"], ["models"]):
         with pytest.raises(SystemExit) as exc:
             main([*cmd, "--help"])
         assert exc.value.code == 0
@@ -233,6 +234,9 @@ def test_demo_runs_on_bundled_sample(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--time-budget", "8", "--device", "cpu"]) == 0
     assert (out / "model.pt").is_file()
-    preds = list((out / "predictions").glob("*.tif"))
-    assert len(preds) == 1 and tifffile.imread(preds[0]).max() > 0
-    assert "AP" in capsys.readouterr().out
+    for stage in ("starter", "fine-tuned"):  # zero-shot first, then after fine-tuning
+        preds = list((out / "predictions" / stage).glob("*.tif"))
+        assert len(preds) == 1 and tifffile.imread(preds[0]).max() > 0
+    printed = capsys.readouterr().out
+    assert printed.index("no training") < printed.index("Fine-tuning")
+    assert "starter (no training)" in printed and "fine-tuned" in printed

@@ -120,3 +120,15 @@ def test_split_single_image_cuts_it():
     train, val = split_validation([pair], 0.15)
     assert len(train) == 1 and len(val) == 1
     assert train[0].labels.shape[0] + val[0].labels.shape[0] == 128
+
+
+def test_huge_label_ids_are_relabelled_not_a_memory_error():
+    from napari_live_unet.engine.targets import make_targets
+
+    labels = np.zeros((64, 64), np.int64)
+    labels[10:20, 10:20] = 2**31
+    labels[30:40, 30:40] = 5
+    pair = make_pair((labels > 0).astype(np.uint8) * 100, labels)
+    assert pair.n_objects == 2 and pair.labels.max() == 2
+    for mode in ("distance", "boundary"):
+        assert make_targets(pair.labels, mode).shape[1:] == (64, 64)

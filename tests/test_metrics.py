@@ -57,3 +57,21 @@ def test_empty_images():
     empty = np.zeros((10, 10), np.int32)
     assert match_counts(empty, empty, [0.5])[0].ap == 1.0
     assert match_counts(_squares([(0, 0)], shape=(10, 10)), empty, [0.5])[0].fn == 1
+
+
+def test_matching_memory_grows_with_the_image_not_the_object_count():
+    """33k objects once needed an 8 GiB dense IoU matrix; overlaps are now sparse."""
+    import tracemalloc
+
+    gt = np.arange(1, 5001, dtype=np.int32).reshape(50, 100)  # 5,000 one-pixel objects
+    pred = np.roll(gt, 1, axis=1)
+    pred[gt % 7 == 0] = 0
+    tracemalloc.start()
+    counts = match_counts(gt, gt, [0.5, 0.9])
+    shifted = match_counts(gt, pred, [0.3])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [c.tp for c in counts] == [5000, 5000]
+    kept = int(np.count_nonzero(pred))  # every remaining one-pixel object matches its twin
+    assert shifted[0].tp == kept and shifted[0].fn == 5000 - kept
+    assert peak < 20_000_000  # a dense 5,000 × 5,000 float64 matrix alone is 200 MB

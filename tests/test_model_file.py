@@ -67,3 +67,41 @@ def test_save_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
         save_model(_model(), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("depth", 60),
+        ("base_channels", -4),
+        ("base_channels", "16"),
+        ("mode", "cells"),
+        ("in_channels", 10**6),
+    ],
+)
+def test_crafted_config_fields_give_the_clear_error(tmp_path, field, value):
+    from napari_live_unet.engine.model_file import model_to_dict
+
+    data = model_to_dict(_model())
+    data["model_config"][field] = value  # a crafted or foreign file
+    path = tmp_path / "crafted.pt"
+    torch.save(data, path)
+    with pytest.raises(InputError, match="crafted.pt: model file is inconsistent"):
+        load_model(path)
+
+
+def test_input_record_and_description_survive_a_round_trip(tmp_path):
+    from napari_live_unet.engine import InputSpec
+
+    model = _model()
+    model.input = InputSpec(
+        image_polarity="dark",
+        channel=2,
+        diameter=14.0,
+        diameter_range=(9.0, 20.0),
+        image_diameter=28.0,
+    )
+    model.info = {"name": "mine", "description": "test"}
+    loaded = load_model(save_model(model, tmp_path / "m.pt", half_precision=True))
+    assert loaded.input == model.input and loaded.info == model.info
+    assert loaded.zoom_for(None) == 0.5

@@ -2,14 +2,18 @@
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+import napari_live_unet
 from napari_live_unet.current_model import current_model
 from napari_live_unet.engine import ModelConfig, SegmentationModel, save_model
+from napari_live_unet.engine.image_adapter import InputSpec, estimate_diameter
 from napari_live_unet.engine.targets import normalized_distance
+from napari_live_unet.sample_data import load_sample
 from napari_live_unet.widgets.predict import PredictWidget
 
 from .conftest import synthetic_nuclei
@@ -273,3 +277,103 @@ def test_closing_the_viewer_stops_prediction(setup, qtbot):
     viewer.close()
     # The fake network needs 5 s to finish; the stop flag ends it at the next tile.
     qtbot.waitUntil(lambda: not worker.is_running, timeout=2_000)
+
+
+def load_builtin(qtbot, widget, name="nuclei (built-in)"):
+    """Choose a built-in model in the model box and wait until it is the current model."""
+    widget.models.choose(name)
+    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=WAIT_MS)
+    assert current_model.source == name, widget.status.text()
+
+
+def package_files() -> dict[str, int]:
+    """Every file of the installed package (bytecode caches aside) with its mtime."""
+    root = Path(napari_live_unet.__file__).parent
+    return {
+        str(p.relative_to(root)): p.stat().st_mtime_ns
+        for p in root.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+def test_builtin_model_predicts_the_sample_and_writes_nothing_into_the_package(setup, qtbot):
+    viewer, widget = setup()
+    entries = [widget.model_combo.itemText(i) for i in range(widget.model_combo.count())]
+    assert entries[0] == "current model" and "nuclei (built-in)" in entries
+    assert entries[-1] == "model file…"
+    before = package_files()
+    viewer.open_sample("napari-live-unet", "nuclei")
+    image = viewer.layers["nuclei (DSB2018 sample)"]
+    widget.reset_choices()
+    load_builtin(qtbot, widget)  # no file dialog: loaded from the package
+    assert widget.model_combo.currentText() == "nuclei (built-in)"
+    assert "nuclei (built-in)" in widget.model_label.text()
+    assert widget.min_size.value() == current_model.model.postprocess.min_size
+    run_prediction(qtbot, widget, image)
+    predictions = viewer.layers["nuclei (DSB2018 sample) predictions"]
+    assert predictions.data.shape == image.data.shape
+    assert predictions.data.max() > 0
+    assert "Input:" in widget.status.text()  # how the image was fitted to the model
+    assert package_files() == before
+
+
+def test_rgb_image_predicts_with_the_one_channel_builtin(setup, qtbot):
+    viewer, widget = setup()
+    _, grey, _ = load_sample("test")[0]
+    colour = np.stack([255 - grey] * 3, axis=-1)  # dark nuclei on a bright background
+    layer = viewer.add_image(colour, name="colour", rgb=True)
+    single = viewer.add_image(grey, name="grey")
+    widget.reset_choices()
+    widget.image_combo.value = single
+    assert not widget.inputs.channel.isEnabled()  # one channel: nothing to choose
+    load_builtin(qtbot, widget)
+    widget.image_combo.value = layer
+    assert widget.inputs.channel.currentText() == "auto (luminance)"
+    assert widget.inputs.channel.isEnabled() and widget.inputs.channel.count() == 4
+
+    run_prediction(qtbot, widget, layer)
+    assert viewer.layers["colour predictions"].data.shape == grey.shape
+    status = widget.status.text()
+    assert "RGB -> luminance" in status and "inverted" in status, status
+
+    widget.inputs.set_channel(1)
+    widget.inputs.polarity.setCurrentIndex(widget.inputs.polarity.findData("dark"))
+    run_prediction(qtbot, widget, layer)
+    assert "channel 1 of 3" in widget.status.text() and "as chosen" in widget.status.text()
+    assert viewer.layers["colour predictions"].data.shape == grey.shape
+
+
+def test_measure_sets_the_diameter_and_predictions_use_it(setup, qtbot):
+    model = tiny_model()
+    model.input = InputSpec(diameter=8.0)  # the network knows objects 8 px across
+    _, truth = synthetic_nuclei((96, 96), n=8, radius=(7, 9), seed=2, touching=False)
+    fake = FakeNetwork(lambda image: truth)
+    model.predict_outputs_many = fake
+    viewer, widget = setup(model)
+    layer = viewer.add_image(np.zeros((96, 96), np.float32), name="cells")
+    widget.reset_choices()
+    widget.image_combo.value = layer
+    widget.inputs.measure_button.click()  # no ground truth yet
+    assert "ground truth" in widget.status.text()
+    assert widget.inputs.diameter.text() == "auto"
+
+    viewer.add_labels(truth, name="cells ground truth")
+    widget.inputs.measure_button.click()
+    diameter = estimate_diameter(truth)
+    assert widget.inputs.diameter.value() == pytest.approx(diameter, abs=0.05)
+    assert widget.inputs.adapt_options().diameter == pytest.approx(diameter, abs=0.05)
+    assert "px" in widget.status.text()
+
+    # The zoom the diameter implies scales the sizes in the thresholds, on every re-run.
+    widget.min_size.setValue(100)
+    run_prediction(qtbot, widget, layer)
+    result = widget._result
+    assert result.zoom == pytest.approx(8.0 / widget.inputs.diameter.value())
+    outputs = result.outputs[0]
+    expected = model.instances(outputs, widget.params(), diameter=widget.inputs.diameter.value())
+    np.testing.assert_array_equal(viewer.layers["cells predictions"].data, expected)
+    widget.min_size.setValue(20)
+    wait_idle(qtbot, widget)
+    expected = model.instances(outputs, widget.params(), diameter=widget.inputs.diameter.value())
+    np.testing.assert_array_equal(viewer.layers["cells predictions"].data, expected)
+    assert fake.calls == 1

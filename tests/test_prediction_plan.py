@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from napari_live_unet.engine import InputError, ModelConfig, PostprocessConfig, SegmentationModel
+from napari_live_unet.engine.image_adapter import AdaptOptions, InputSpec
+from napari_live_unet.engine.targets import normalized_distance
 from napari_live_unet.widgets._prediction import (
     PredictionResult,
     guarded,
@@ -16,19 +18,23 @@ from napari_live_unet.widgets._prediction import (
 
 
 @pytest.mark.parametrize(
-    ("shape", "rgb", "config", "leading", "spatial", "channel_axis", "kept"),
+    ("shape", "rgb", "config", "leading", "spatial", "channel_axis", "kept", "channel"),
     [
-        ((64, 48), False, ModelConfig(), (), (64, 48), None, (0, 1)),
-        ((5, 64, 48), False, ModelConfig(), (5,), (64, 48), None, (0, 1, 2)),
-        ((2, 5, 64, 48), False, ModelConfig(), (2, 5), (64, 48), None, (0, 1, 2, 3)),
-        ((16, 64, 48), False, ModelConfig(ndim=3), (), (16, 64, 48), None, (0, 1, 2)),
-        ((64, 48, 3), True, ModelConfig(in_channels=3), (), (64, 48), -1, (0, 1)),
-        ((4, 64, 48, 3), True, ModelConfig(in_channels=3), (4,), (64, 48), -1, (0, 1, 2)),
-        ((4, 2, 64, 48), False, ModelConfig(in_channels=2), (4,), (64, 48), 0, (0, 2, 3)),
+        ((64, 48), False, ModelConfig(), (), (64, 48), None, (0, 1), None),
+        ((5, 64, 48), False, ModelConfig(), (5,), (64, 48), None, (0, 1, 2), None),
+        ((2, 5, 64, 48), False, ModelConfig(), (2, 5), (64, 48), None, (0, 1, 2, 3), None),
+        ((16, 64, 48), False, ModelConfig(ndim=3), (), (16, 64, 48), None, (0, 1, 2), None),
+        ((64, 48, 3), True, ModelConfig(in_channels=3), (), (64, 48), -1, (0, 1), None),
+        ((4, 64, 48, 3), True, ModelConfig(in_channels=3), (4,), (64, 48), -1, (0, 1, 2), None),
+        ((4, 2, 64, 48), False, ModelConfig(in_channels=2), (4,), (64, 48), 0, (0, 2, 3), None),
+        # A one-channel model reads colour images as luminance, or one chosen channel.
+        ((64, 48, 3), True, ModelConfig(), (), (64, 48), -1, (0, 1), None),
+        ((64, 48, 3), True, ModelConfig(), (), (64, 48), -1, (0, 1), 2),
+        ((4, 2, 64, 48), False, ModelConfig(), (4,), (64, 48), 0, (0, 2, 3), 1),
     ],
 )
-def test_plan_frames_layouts(shape, rgb, config, leading, spatial, channel_axis, kept):
-    plan = plan_frames(shape, rgb, config)
+def test_plan_frames_layouts(shape, rgb, config, leading, spatial, channel_axis, kept, channel):
+    plan = plan_frames(shape, rgb, config, "image", channel)
     assert plan.leading == leading and plan.spatial == spatial
     assert plan.channel_axis == channel_axis and plan.kept_axes == kept
     assert plan.labels_shape == leading + spatial
@@ -36,16 +42,19 @@ def test_plan_frames_layouts(shape, rgb, config, leading, spatial, channel_axis,
 
 
 @pytest.mark.parametrize(
-    ("shape", "rgb", "config", "match"),
+    ("shape", "rgb", "config", "match", "channel"),
     [
-        ((64, 48), False, ModelConfig(ndim=3), "3D"),
-        ((64, 48, 3), True, ModelConfig(), "RGB"),
-        ((64, 48), False, ModelConfig(in_channels=2), "2 channels"),
+        ((64, 48), False, ModelConfig(ndim=3), "3D", None),
+        ((64, 48, 3), True, ModelConfig(in_channels=2), "RGB", None),
+        ((64, 48), False, ModelConfig(in_channels=2), "2 channels", None),
+        ((64, 48, 3), True, ModelConfig(), "no channel 3", 3),
+        ((64, 48), False, ModelConfig(), "no channel 0", 0),
+        ((2, 64, 48), False, ModelConfig(in_channels=2), "single channel", 0),
     ],
 )
-def test_plan_frames_explains_what_does_not_fit(shape, rgb, config, match):
+def test_plan_frames_explains_what_does_not_fit(shape, rgb, config, match, channel):
     with pytest.raises(InputError, match=match):
-        plan_frames(shape, rgb, config, "cells")
+        plan_frames(shape, rgb, config, "cells", channel)
 
 
 def test_predict_events_reads_a_dask_series_frame_by_frame_and_stops():
@@ -86,3 +95,39 @@ def test_repostprocess_uses_caches_and_stops_when_superseded():
     assert [x.max() for x in labels] == [1, 1]
     assert all(cache for cache in result.caches)  # intermediate maps kept for next time
     assert list(repostprocess_events(result, PostprocessConfig(), lambda: True)) == []
+
+
+def test_sizes_in_thresholds_scale_with_the_zoom_as_the_engine_scales_them():
+    model = SegmentationModel.create(ModelConfig(base_channels=4, depth=2))
+    model.input = InputSpec(diameter=10.0)  # objects of 20 px are zoomed ×0.5
+    labels = np.zeros((60, 60), np.int32)
+    labels[5:11, 5:11] = 1  # 36 px: kept with min_size 30, dropped once it becomes 120
+    labels[20:45, 20:45] = 2
+    outputs = np.stack([(labels > 0).astype(np.float32), normalized_distance(labels)])
+    params = PostprocessConfig(min_size=30)
+    plan = plan_frames(labels.shape, False, model.config)
+    result = PredictionResult("img", plan, "distance", params, [outputs.astype(np.float16)])
+    result.zoom, result.caches = model.zoom_for(20.0), [{}]
+    assert result.zoom == 0.5
+    (scaled,) = [e[2] for e in repostprocess_events(result, params, bool)]
+    expected = model.instances(result.outputs[0], params, diameter=20.0)
+    np.testing.assert_array_equal(scaled, expected)
+    assert expected.max() == 1  # the small object went
+
+    # Prediction fits the image (zoom) and gives labels the way model.instances does.
+    image = np.random.default_rng(0).random((40, 36), np.float32)
+    events = list(
+        predict_events(
+            model,
+            image,
+            plan_frames(image.shape, False, model.config),
+            params,
+            threading.Event(),
+            None,
+            AdaptOptions(diameter=20.0),
+        )
+    )
+    assert any(e[0] == "adapted" and "zoomed ×0.50" in e[1] for e in events)
+    (frame,) = [e for e in events if e[0] == "frame"]
+    assert frame[2].shape == (2, 40, 36)
+    np.testing.assert_array_equal(frame[3], model.instances(frame[2], params, diameter=20.0))

@@ -126,7 +126,8 @@ def test_fine_tune_continues_from_model():
         _pairs(), _config(epochs=1, tune_thresholds=False), initial_model=first, device="cpu"
     )
     assert second.config == first.config
-    assert len(second.history) == 3
+    # the first run's 2 epochs, the starting model's score (epoch 0), then 1 new epoch
+    assert [r["epoch"] for r in second.history] == [1, 2, 0, 1]
     assert len(first.history) == 2  # the original model is left untouched
 
 

@@ -9,9 +9,11 @@ import pytest
 from qtpy.QtCore import QTimer
 
 from napari_live_unet.current_model import current_model
-from napari_live_unet.engine.model_file import load_model
+from napari_live_unet.engine.image_adapter import estimate_diameter
+from napari_live_unet.engine.model_file import load_model, save_model
 from napari_live_unet.widgets import train as train_module
 from napari_live_unet.widgets.train import TrainWidget
+from napari_live_unet.widgets.train_start import SCRATCH
 
 from .conftest import synthetic_nuclei
 
@@ -27,20 +29,23 @@ def notices(monkeypatch):
     return shown
 
 
-def make_widget(make_napari_viewer, epochs=3, shape=(160, 160)):
+def make_widget(make_napari_viewer, epochs=3, shape=(160, 160), start=SCRATCH):
     viewer = make_napari_viewer()
     image, labels = synthetic_nuclei(shape, n=14, seed=1)
     viewer.add_image(image, name="nuclei")
     viewer.add_labels(labels, name="nuclei ground truth")
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    tiny_settings(widget, epochs)
+    tiny_settings(widget, epochs, start=start)
     widget.reset_choices()
     return viewer, widget
 
 
-def tiny_settings(widget, epochs, steps=3, batch=2):
-    """A small CPU run: seconds, not minutes."""
+def tiny_settings(widget, epochs, steps=3, batch=2, start=SCRATCH):
+    """A small CPU run: seconds, not minutes. ``start``: the "Start from" entry (None: keep
+    the default, the built-in starter); a new small model by default."""
+    if start is not None:
+        widget.start_from.choose(start)
     s = widget.settings
     s.device.setCurrentText("cpu")
     s.model_size.setCurrentIndex(0)
@@ -84,7 +89,8 @@ def test_continue_fine_tunes_the_current_model(make_napari_viewer, qtbot):
     wait_done(qtbot, widget)
     second = current_model.model
     assert second is not first
-    assert len(second.history) == 4  # history continues from the first run
+    assert widget.plot.epochs == [0, 1, 2]  # epoch 0: the model it started from
+    assert len(second.history) == 5  # history continues from the first run, then epoch 0
     assert second.config == first.config
 
 
@@ -207,10 +213,69 @@ def test_trains_a_3d_model_on_a_volume(make_napari_viewer, qtbot):
     viewer.window.add_dock_widget(widget)
     widget.reset_choices()
     widget.data.spatial.setCurrentIndex(1)  # 3D volumes
-    tiny_settings(widget, epochs=1, steps=2, batch=1)
+    tiny_settings(widget, epochs=1, steps=2, batch=1, start=None)
     widget.preview_every.setValue(1)
     widget.start()
     wait_done(qtbot, widget)
     model = current_model.model
     assert model is not None and model.config.ndim == 3
+    # The 2D starter cannot start a 3D model: a new one was trained, and the user is told.
+    assert "Starting from scratch" in widget.status.text()
+    assert widget.plot.epochs[0] == 1
     assert viewer.layers["volume live preview"].data.ndim == 3
+
+
+def test_defaults_to_the_builtin_starter_and_plots_its_score_as_epoch_0(make_napari_viewer, qtbot):
+    viewer, widget = make_widget(make_napari_viewer, epochs=2, start=None)
+    assert widget.start_from.currentText() == "nuclei (built-in)"
+    assert widget.settings.learning_rate.text() == "auto"
+    assert widget.settings.train_config().learning_rate is None  # the engine's 1e-3
+    widget.inputs.polarity.setCurrentIndex(widget.inputs.polarity.findData("bright"))
+    widget.inputs.measure_button.click()  # from the chosen ground truth
+    measured = estimate_diameter(viewer.layers["nuclei ground truth"].data)
+    assert widget.inputs.adapt_options().diameter == pytest.approx(measured, abs=0.05)
+    widget.start()
+    wait_done(qtbot, widget)
+    # The starter is scored before the first step: epoch 0 comes first, with its AP.
+    assert widget.plot.epochs == [0, 1, 2] and widget.plot.ap_epochs[0] == 0
+    assert 0 in widget.plot.val_epochs and len(widget.plot.start_points()) == 2
+    model = current_model.model
+    assert model is not None
+    assert (model.config.base_channels, model.config.depth) == (16, 4)  # the starter's net
+    assert model.input.image_polarity == "bright"  # as chosen in the input controls
+    assert model.input.image_diameter == pytest.approx(measured, abs=0.05)
+    labels = model.segment(viewer.layers["nuclei"].data)
+    assert labels.shape == (160, 160)
+
+
+def test_a_run_that_does_not_beat_the_starter_keeps_it_and_says_so(make_napari_viewer, qtbot):
+    _, widget = make_widget(make_napari_viewer, epochs=1, start=None)
+    widget.settings.learning_rate.setValue(1.0)  # a user override that wrecks the weights
+    assert widget.settings.train_config().learning_rate == 1.0
+    widget.start()
+    wait_done(qtbot, widget)
+    assert current_model.model is not None
+    assert "Kept the starting model: fine-tuning did not improve validation AP" in (
+        widget.status.text()
+    )
+
+
+def test_starts_from_a_model_file_or_the_current_model(make_napari_viewer, qtbot, tmp_path):
+    _, widget = make_widget(make_napari_viewer, epochs=1)
+    widget.start()
+    wait_done(qtbot, widget)
+    first = current_model.model
+    path = save_model(first, tmp_path / "mine.pt")
+    current_model.set(None, "")
+    widget.start_from.choose("current model")
+    assert widget.start() is None  # no current model: refused with a message
+    widget.start_from.set_file(path)
+    assert widget.start_from.currentText() == "model file: mine.pt"
+    widget.start()
+    wait_done(qtbot, widget)
+    assert current_model.model.config == first.config
+    assert widget.plot.epochs == [0, 1]
+    widget.start_from.choose("current model")
+    widget.start()
+    wait_done(qtbot, widget)
+    assert widget.plot.epochs == [0, 1]

@@ -72,4 +72,5 @@ def test_annotate_train_predict_correct_retrain(make_napari_viewer, qtbot):
     trainer.start(continue_training=True)
     qtbot.waitUntil(lambda: not trainer.is_training, timeout=120_000)
     assert current_model.model is not first
-    assert len(current_model.model.history) == 6
+    assert trainer.plot.epochs == [0, 1, 2, 3]  # epoch 0: the model it started from
+    assert len(current_model.model.history) == 7

@@ -18,6 +18,34 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "fitting images to the model",
+        "How the images look; every option is decided automatically when left out.",
+    )
+    group.add_argument(
+        "--channel",
+        type=int,
+        metavar="N",
+        help="channel of multi-channel images to use (0 = first; default: luminance of colour "
+        "images, the model's recorded channel otherwise)",
+    )
+    group.add_argument(
+        "--polarity",
+        choices=["auto", "bright", "dark"],
+        default="auto",
+        help="bright objects on a dark background (fluorescence) or dark on bright (H&E, "
+        "brightfield); auto decides (default)",
+    )
+    group.add_argument(
+        "--diameter",
+        type=float,
+        metavar="PIXELS",
+        help="typical object diameter in pixels; images are zoomed so objects match the "
+        "model's (default: automatic)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all subcommands."""
     parser = argparse.ArgumentParser(
@@ -74,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--patch-size", type=int, help="patch edge in pixels (default: 128 on CPU, 256 on GPU)"
     )
-    tr.add_argument("--learning-rate", type=float, default=3e-3)
+    tr.add_argument(
+        "--learning-rate",
+        type=float,
+        help="AdamW learning rate (default: 3e-3 from scratch, 1e-3 when fine-tuning)",
+    )
     tr.add_argument(
         "--base-channels",
         type=int,
@@ -97,10 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="early stopping after N epochs without improvement (0: never)",
     )
     tr.add_argument(
-        "--init-model", type=Path, help="fine-tune this model instead of starting from scratch"
+        "--init-model",
+        default="auto",
+        metavar="MODEL",
+        help="model to fine-tune: a model file or a built-in name (`live-unet models`); "
+        "'scratch' for a new network; 'auto' (default): the built-in 'nuclei' starter for 2D "
+        "images in distance mode when no model size is given, otherwise scratch",
     )
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA)")
+    _add_input_options(tr)
+    tr.add_argument(
+        "--all-channels",
+        action="store_true",
+        help="when fine-tuning a one-channel model (e.g. the starter) on colour or "
+        "multi-channel images, let it read every channel instead of their luminance",
+    )
     _add_device(tr)
 
     pr = sub.add_parser(
@@ -108,9 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="segment a folder of images",
         description="Write DIR/NAME.tif instance labels for each NAME.tif.",
     )
-    pr.add_argument("--model", required=True, type=Path, help="model file from `train`")
+    pr.add_argument(
+        "--model",
+        required=True,
+        help="model file from `train`, or a built-in model's name (e.g. nuclei)",
+    )
     pr.add_argument("--images", required=True, type=Path, help="folder of images")
     pr.add_argument("--out", required=True, type=Path, help="folder for the label images")
+    pr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace label files already in --out (default: refuse)",
+    )
     pr.add_argument("--tile-size", type=int, default=None, help="tile edge in pixels")
     pr.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass")
     pr.add_argument(
@@ -118,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write NAME_maps.tif with foreground and auxiliary maps",
     )
+    _add_input_options(pr)
     _add_device(pr)
 
     ev = sub.add_parser(
@@ -129,11 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--labels", required=True, type=Path, help="ground-truth label folder")
     ev.add_argument("--pred", required=True, type=Path, help="predicted label folder")
 
+    sub.add_parser(
+        "models",
+        help="list the built-in models",
+        description="Built-in models ship with the package; use their names wherever a "
+        "model file is accepted (predict --model, train --init-model).",
+    )
+
     de = sub.add_parser(
         "demo",
-        help="train on the bundled sample and predict (about a minute)",
-        description="Train briefly on a small bundled nuclei sample, segment a "
-        "held-out image and report its accuracy. Nothing is downloaded.",
+        help="segment the bundled sample with the starter model, then fine-tune (a minute)",
+        description="Segment a held-out sample image with the built-in starter model (no "
+        "training), fine-tune it briefly on a small bundled nuclei sample and compare. "
+        "Nothing is downloaded.",
     )
     de.add_argument(
         "--out",
@@ -141,7 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("live-unet-demo"),
         help="output folder (default: ./live-unet-demo)",
     )
-    de.add_argument("--time-budget", type=float, default=45.0, metavar="SECONDS")
+    de.add_argument(
+        "--time-budget",
+        type=float,
+        default=45.0,
+        metavar="SECONDS",
+        help="fine-tuning time (default: 45)",
+    )
     _add_device(de)
     return parser
 

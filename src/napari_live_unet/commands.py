@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .engine import (
+    STARTER_MODEL,
+    AdaptOptions,
     EpochEnd,
     ModelConfig,
     Notice,
@@ -19,31 +22,50 @@ from .engine import (
     TrainConfig,
     TrainingFinished,
     ValidationMetrics,
+    builtin_model_info,
     load_folder_pairs,
-    load_model,
+    load_model_source,
     load_region_pairs,
     resolve_device,
     save_model,
     train,
 )
+from .engine.atomic_write import remove_stale_temporaries
 from .engine.config import recommended_settings
 from .engine.data import check_labels
 from .engine.errors import InputError
 from .engine.io import list_tiffs, read_tiff, smallest_label_dtype, write_tiff_atomic
 from .engine.metrics import dataset_counts, format_counts
 from .engine.model import SegmentationModel
+from .engine.output_checks import check_not_an_input, check_writable
+from .engine.predict import check_tile_shape
+from .stop_on_signal import StopOnSignal
 
 
-def _check_model_out(path: Path) -> None:
-    if path.is_dir():
-        raise InputError(f"--out {path}: is a folder; give a file name such as model.pt")
-    parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise InputError(f"--out {path}: {parent} is not a folder")
+def _adapt_options(args: argparse.Namespace) -> AdaptOptions:
+    """The --channel/--polarity/--diameter choices, checked before any data is read."""
+    diameter = args.diameter
+    try:
+        return AdaptOptions(
+            channel=args.channel,
+            polarity=args.polarity,
+            diameter=diameter,
+            all_channels=getattr(args, "all_channels", False),
+        )
+    except InputError as exc:
+        raise InputError(f"--{str(exc).split(' ', 1)[0]} {exc}") from None
 
 
 def _train_with_progress(
-    pairs, config, *, model_config=None, val_pairs=None, initial_model=None, device="auto"
+    pairs,
+    config,
+    *,
+    model_config=None,
+    val_pairs=None,
+    initial_model=None,
+    device="auto",
+    adapt=None,
+    should_stop=None,
 ) -> tuple[SegmentationModel, dict]:
     """Run training, drawing a progress bar and one line per epoch on stderr."""
     bar = tqdm(
@@ -63,6 +85,8 @@ def _train_with_progress(
             val_pairs=val_pairs,
             initial_model=initial_model,
             device=device,
+            adapt=adapt,
+            should_stop=should_stop,
         ):
             if isinstance(event, StepEnd):
                 bar.n = int(event.progress * 1000)
@@ -70,10 +94,14 @@ def _train_with_progress(
             elif isinstance(event, EpochEnd):
                 bar.n = int(event.progress * 1000)
                 val = "" if event.val_loss is None else f" val {event.val_loss:.4f}"
+                rate = (
+                    "  (starting model, before training)"
+                    if event.epoch == 0
+                    else f"  lr {event.learning_rate:.2e}  {event.samples_per_second:.0f} "
+                    f"patches/s{'  *' if event.is_best else ''}"
+                )
                 bar.write(
-                    f"epoch {event.epoch:3d}  train {event.train_loss:.4f}{val}  "
-                    f"lr {event.learning_rate:.2e}  {event.samples_per_second:.0f} "
-                    f"patches/s{'  *' if event.is_best else ''}",
+                    f"epoch {event.epoch:3d}  train {event.train_loss:.4f}{val}{rate}",
                     file=sys.stderr,
                 )
             elif isinstance(event, ValidationMetrics):
@@ -90,6 +118,7 @@ def _train_with_progress(
             elif isinstance(event, TrainingFinished):
                 bar.n = 1000
                 summary.update(
+                    kept_start=event.kept_start,
                     reason=event.reason,
                     epochs=event.epochs,
                     steps=event.steps,
@@ -104,9 +133,14 @@ def _train_with_progress(
 
 def run_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    _check_model_out(args.out)
+    check_writable(args.out)
+    inputs = [args.images, args.labels, args.val_images, args.val_labels, args.regions]
+    check_not_an_input(args.out, inputs)
+    remove_stale_temporaries(args.out.parent)
     if (args.val_images is None) != (args.val_labels is None):
         raise InputError("give both --val-images and --val-labels, or neither")
+    adapt = _adapt_options(args)
+    size_given = args.base_channels is not None or args.depth is not None
     for name in ("epochs", "batch_size", "patch_size", "steps_per_epoch", "base_channels", "depth"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -134,7 +168,9 @@ def run_train(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    initial = load_model(args.init_model, device) if args.init_model else None
+    initial = None
+    if args.init_model not in ("auto", "scratch"):
+        initial = load_model_source(args.init_model, device)
     if args.regions is not None:
         pairs, region_val = load_region_pairs(args.images, args.labels, args.regions)
     else:
@@ -153,9 +189,16 @@ def run_train(args: argparse.Namespace) -> int:
     channels = {p.image.shape[0] for p in pairs}
     if len(channels) > 1 or any(p.labels.ndim != ndim for p in pairs):
         raise InputError(f"{args.images}: images differ in dimensionality or channel count")
+    if args.init_model == "auto" and ndim == 2 and args.mode == "distance" and not size_given:
+        initial = load_model_source(STARTER_MODEL, device)
+        print(
+            f"starting from the built-in '{STARTER_MODEL}' model "
+            "(--init-model scratch trains a new network)",
+            file=sys.stderr,
+        )
     model_config = ModelConfig(
         ndim=ndim,
-        in_channels=channels.pop(),
+        in_channels=1 if adapt.channel is not None else channels.pop(),
         mode=args.mode,
         base_channels=args.base_channels,
         depth=args.depth,
@@ -163,15 +206,22 @@ def run_train(args: argparse.Namespace) -> int:
     )
     if initial is not None and initial.config.mode != args.mode:
         print(f"note: fine-tuning keeps the model's mode ({initial.config.mode})", file=sys.stderr)
-    model, summary = _train_with_progress(
-        pairs,
-        config,
-        model_config=model_config,
-        val_pairs=val_pairs,
-        initial_model=initial,
-        device=device,
+    stop = StopOnSignal(
+        "stopping after this step: the best model so far will be written to "
+        f"{args.out} (press Ctrl-C again to quit without writing it)"
     )
-    save_model(model, args.out)
+    with stop:
+        model, summary = _train_with_progress(
+            pairs,
+            config,
+            model_config=model_config,
+            val_pairs=val_pairs,
+            initial_model=initial,
+            device=device,
+            adapt=adapt,
+            should_stop=stop.requested,
+        )
+        save_model(model, args.out)
     print(
         f"trained {summary['epochs']} epochs ({summary['steps']} steps) in "
         f"{summary['elapsed']:.0f} s on {device} ({summary['reason']})"
@@ -180,7 +230,12 @@ def run_train(args: argparse.Namespace) -> int:
         aps = "  ".join(f"AP@{k:.1f} {v:.3f}" for k, v in summary["val_ap"].items())
         print(f"validation: {aps}")
         print(f"thresholds: {summary['thresholds']}")
+    if summary.get("kept_start"):
+        print("kept the starting model: fine-tuning did not improve validation AP")
     print(f"model written to {args.out}")
+    if stop.requested():
+        print(f"interrupted: the best model so far is in {args.out}", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -193,30 +248,41 @@ def _image_files(folder: Path) -> dict[str, Path]:
 
 def run_predict(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    model = load_model(args.model, device)
+    adapt = _adapt_options(args)
+    check_not_an_input(args.out, [args.images])
+    check_writable(args.out, folder=True)
+    model = load_model_source(args.model, device)
+    tile = None if args.tile_size is None else (args.tile_size,) * model.config.ndim
+    check_tile_shape(tile, model.config.size_multiple)
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     files = _image_files(args.images)
-    if args.out.resolve() == args.images.resolve():
-        raise InputError("--out must differ from --images, or the images would be overwritten")
-    if args.out.exists() and not args.out.is_dir():
-        raise InputError(f"--out {args.out}: exists and is not a folder")
+    remove_stale_temporaries(args.out)
+    existing = [n for n in files if (args.out / f"{n}.tif").exists()]
+    if existing and not args.overwrite:
+        raise InputError(
+            f"--out {args.out}: already holds {len(existing)} of the label files this would "
+            f"write ({', '.join(sorted(existing)[:3])}"
+            + (", ..." if len(existing) > 3 else "")
+            + "). Choose an empty folder, or pass --overwrite to replace them."
+        )
     # Check every input before writing anything.
     for path in tqdm(
         files.values(), desc="checking", unit="image", file=sys.stderr, leave=False, disable=None
     ):
-        try:
-            model.prepare_image(read_tiff(path))
-        except InputError as exc:
-            raise InputError(f"{path}: {exc}") from None
-    tile = None if args.tile_size is None else (args.tile_size,) * model.config.ndim
+        model.check_fits(read_tiff(path), adapt, name=str(path))
     start, pixels = time.perf_counter(), 0
     names = list(files)
     # Tiles of consecutive small images share GPU batches; files are read as needed, and
     # post-processing of one image overlaps prediction of the next.
+    fitted: collections.Counter[str] = collections.Counter()
     results = model.segment_many(
         (read_tiff(files[name]) for name in names),
+        adapt=adapt,
         tile_shape=tile,
         batch_size=args.batch_size,
         on_message=lambda m: tqdm.write(m, file=sys.stderr),
+        on_adapted=lambda a: fitted.update([a.describe()]),
     )
     for name, (maps, labels) in tqdm(
         zip(names, results, strict=True),
@@ -233,6 +299,8 @@ def run_predict(args: argparse.Namespace) -> int:
             write_tiff_atomic(args.out / f"{name}_maps.tif", maps.astype(np.float32))
         pixels += labels.size
     seconds = time.perf_counter() - start
+    for description, n in fitted.most_common():
+        print(f"{n} image(s): {description}")
     print(
         f"wrote {len(files)} label images to {args.out} "
         f"({pixels / 1e6 / seconds:.2f} MP/s end to end on {device})"
@@ -268,6 +336,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_models(args: argparse.Namespace) -> int:
+    infos = builtin_model_info()
+    if not infos:
+        print("no built-in models are installed")
+        return 0
+    for info in infos:
+        print(f"{info['name']}: {info.get('description', '')}")
+        aps = info.get("test_ap", {})
+        if aps:
+            figures = "  ".join(f"AP@{k} {v:.3f}" for k, v in aps.items())
+            print(f"    test split ({info.get('test_images', '?')} images): {figures}")
+        if info.get("diameter"):
+            print(f"    trained on objects about {info['diameter']:.0f} px across")
+        for key in ("training_data", "licence", "command"):
+            if info.get(key):
+                print(f"    {key.replace('_', ' ')}: {info[key]}")
+    return 0
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from .sample_data import sample_folder
 
@@ -275,11 +362,20 @@ def run_demo(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
+    if not (args.time_budget > 0 and np.isfinite(args.time_budget)):
+        raise InputError(
+            f"--time-budget must be a positive number of seconds, got {args.time_budget}"
+        )
     train_dir, test_dir = sample_folder("train"), sample_folder("test")
     pairs = load_folder_pairs(train_dir / "images", train_dir / "labels")
+    test = load_folder_pairs(test_dir / "images", test_dir / "labels")
+    starter = load_model_source(STARTER_MODEL, device)
+
+    print(f"1. The built-in '{STARTER_MODEL}' model on a held-out sample image, no training:")
+    zero_shot = _demo_predict(starter, test, out / "predictions" / "starter")
     print(
-        f"Training on {len(pairs)} bundled nuclei images for {args.time_budget:.0f} s "
-        f"on {device} ..."
+        f"2. Fine-tuning it on {len(pairs)} bundled nuclei images for "
+        f"{args.time_budget:.0f} s on {device} ..."
     )
     config = TrainConfig(
         epochs=None,
@@ -289,26 +385,34 @@ def run_demo(args: argparse.Namespace) -> int:
         batch_size=8,
         val_fraction=0.2,
     )
-    model_config = ModelConfig(ndim=2, in_channels=1, mode="distance", base_channels=8)
-    model, _ = _train_with_progress(pairs, config, model_config=model_config, device=device)
+    model, summary = _train_with_progress(pairs, config, initial_model=starter, device=device)
     save_model(model, out / "model.pt")
-    test = load_folder_pairs(test_dir / "images", test_dir / "labels")
+    if summary.get("kept_start"):
+        print("   kept the starting model: fine-tuning did not improve validation AP")
+    tuned = _demo_predict(model, test, out / "predictions" / "fine-tuned")
+
+    n_true = zero_shot[0].tp + zero_shot[0].fn
+    print(f"\nHeld-out image, {n_true} nuclei: found (AP) per IoU threshold")
+    print("IoU   starter (no training)   fine-tuned")
+    for a, b in zip(zero_shot, tuned, strict=True):
+        print(
+            f"{a.threshold:.1f}   {a.tp + a.fp:4d} found (AP {a.ap:.3f})   "
+            f"{b.tp + b.fp:4d} found (AP {b.ap:.3f})"
+        )
+    print(f"Model: {out / 'model.pt'}; labels: {out / 'predictions'}/starter and /fine-tuned")
+    print(f"Next: live-unet predict --model {STARTER_MODEL} --images YOUR_FOLDER --out OUT_FOLDER")
+    return 0
+
+
+def _demo_predict(model: SegmentationModel, test, folder: Path) -> list:
     preds = []
     for pair in test:
         labels = model.segment(pair.image, channel_axis=0)
         write_tiff_atomic(
-            out / "predictions" / f"{Path(pair.name).stem}.tif",
+            folder / f"{Path(pair.name).stem}.tif",
             labels.astype(smallest_label_dtype(int(labels.max()))),
         )
         preds.append(labels)
     counts = dataset_counts([p.labels for p in test], preds)
-    print(
-        f"Held-out sample image: {counts[0].tp + counts[0].fn} nuclei, "
-        f"{counts[0].tp + counts[0].fp} found"
-    )
-    print(format_counts(counts))
-    print(f"Model: {out / 'model.pt'}; labels: {out / 'predictions'}/")
-    print(
-        f"Next: live-unet predict --model {out / 'model.pt'} --images YOUR_FOLDER --out OUT_FOLDER"
-    )
-    return 0
+    print(f"   AP@0.5 {counts[0].ap:.3f}, AP@0.7 {counts[2].ap:.3f}")
+    return counts

@@ -132,6 +132,30 @@ def layer_image_data(image_layer: Image):
     return image_layer.data[0] if image_layer.multiscale else image_layer.data
 
 
+def ground_truth_of(layers, image_layer: Image) -> Labels | None:
+    """The ground-truth Labels layer paired with ``image_layer``, if one can be told.
+
+    ``"<image> ground truth"`` (as the Annotate widget names it) when it exists; otherwise
+    the only Labels layer with the image's spatial shape, leaving out prediction and
+    live-preview layers. None when there is no such layer or several.
+    """
+    from napari.layers import Labels
+
+    named = f"{image_layer.name} ground truth"
+    if named in layers and isinstance(layers[named], Labels):
+        return layers[named]
+    shape = tuple(layer_image_data(image_layer).shape)
+    shape = shape[:-1] if image_layer.rgb else shape
+    candidates = [
+        layer
+        for layer in layers
+        if isinstance(layer, Labels)
+        and tuple(layer.data.shape) == shape
+        and not layer.name.endswith((" predictions", " live preview"))
+    ]
+    return candidates[0] if len(candidates) == 1 else None
+
+
 def _ellipse_polygon(corners: np.ndarray) -> np.ndarray:
     # napari stores an ellipse as the four corners of its (possibly rotated) bounding box.
     centre = corners.mean(0)

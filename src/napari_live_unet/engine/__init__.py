@@ -11,6 +11,13 @@ from .annotation_set import (
     pairs_from_annotation_set,
     save_annotation_set,
 )
+from .builtin_models import (
+    STARTER_MODEL,
+    builtin_model_info,
+    builtin_model_names,
+    load_model_source,
+    resolve_model,
+)
 from .config import (
     AugmentConfig,
     ModelConfig,
@@ -33,6 +40,7 @@ from .events import (
     TrainingStarted,
     ValidationMetrics,
 )
+from .image_adapter import Adaptation, AdaptOptions, InputSpec, estimate_diameter
 from .metrics import MatchCounts, dataset_counts, match_counts
 from .model import SegmentationModel
 from .model_file import load_model, save_model
@@ -41,10 +49,14 @@ from .regions import Region, pairs_from_regions
 from .train import run_training, train
 
 __all__ = [
+    "STARTER_MODEL",
+    "AdaptOptions",
+    "Adaptation",
     "AnnotatedImage",
     "AugmentConfig",
     "EpochEnd",
     "InputError",
+    "InputSpec",
     "MatchCounts",
     "ModelConfig",
     "NormalizationConfig",
@@ -62,11 +74,15 @@ __all__ = [
     "TrainingStarted",
     "ValidationMetrics",
     "available_devices",
+    "builtin_model_info",
+    "builtin_model_names",
     "dataset_counts",
+    "estimate_diameter",
     "instances_from_outputs",
     "load_annotation_set",
     "load_folder_pairs",
     "load_model",
+    "load_model_source",
     "load_region_pairs",
     "make_pair",
     "match_counts",
@@ -74,6 +90,7 @@ __all__ = [
     "pairs_from_regions",
     "recommended_settings",
     "resolve_device",
+    "resolve_model",
     "run_training",
     "save_annotation_set",
     "save_model",

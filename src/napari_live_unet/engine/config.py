@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 Mode = Literal["boundary", "distance"]
@@ -53,8 +54,14 @@ class ModelConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.norm not in ("batch", "group", "instance", "none"):
             raise ValueError(f"unknown norm {self.norm!r}")
-        if self.depth < 1 or self.base_channels < 1 or self.in_channels < 1:
-            raise ValueError("depth, base_channels and in_channels must be positive")
+        for name, value, top in (
+            ("depth", self.depth, 8),
+            ("base_channels", self.base_channels, 512),
+            ("in_channels", self.in_channels, 64),
+        ):
+            # Bounded so a crafted or damaged file cannot make a network that fills memory.
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise ValueError(f"{name} must be an integer from 1 to {top}, got {value!r}")
 
     @property
     def out_channels(self) -> int:
@@ -157,6 +164,10 @@ class TrainConfig:
     ``epochs`` and ``time_budget`` may both be set: training ends at whichever comes first.
     An epoch is ``steps_per_epoch`` optimiser steps (patches are sampled at random).
 
+    ``learning_rate`` and ``warmup_fraction`` left at None take values that suit the run:
+    3e-3 with 5% warm-up from scratch, 1e-3 with 2% warm-up when fine-tuning a trained
+    model (see :meth:`resolved`), so a few images nudge the model rather than overwrite it.
+
     The validation AP reported every ``val_ap_every`` epochs uses at most
     ``val_ap_max_pixels`` of validation images (it runs inside the time budget); the
     threshold search after training uses up to ``tune_max_pixels``, because thresholds
@@ -170,9 +181,9 @@ class TrainConfig:
     batch_size: int = 8
     patch_size: int = 128
     patch_size_z: int = 32
-    learning_rate: float = 3e-3
+    learning_rate: float | None = None
     weight_decay: float = 1e-4
-    warmup_fraction: float = 0.05
+    warmup_fraction: float | None = None
     val_fraction: float = 0.12
     val_ap_every: int = 5
     early_stopping_patience: int | None = 30
@@ -190,12 +201,33 @@ class TrainConfig:
             raise ValueError("set epochs, time_budget, or both")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if self.time_budget is not None and self.time_budget <= 0:
-            raise ValueError(f"time_budget must be positive, got {self.time_budget}")
+        if self.time_budget is not None and not 0 < self.time_budget < math.inf:
+            raise ValueError(
+                f"time_budget must be a positive number of seconds, got {self.time_budget}"
+            )
         if self.batch_size < 1 or self.patch_size < 8 or self.steps_per_epoch < 1:
             raise ValueError("batch_size, steps_per_epoch must be >= 1 and patch_size >= 8")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.learning_rate is not None and not 0 < self.learning_rate < float("inf"):
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.seed is not None and self.seed < 0:
+            raise ValueError(f"seed must be 0 or more, got {self.seed}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 0:
+            raise ValueError(f"patience must be 0 or more, got {self.early_stopping_patience}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise ValueError(f"weight_decay must be 0 or more, got {self.weight_decay}")
+
+    def resolved(self, *, fine_tuning: bool) -> TrainConfig:
+        """A copy with automatic settings (None) filled in for scratch or fine-tuning runs."""
+        lr, warmup = (1e-3, 0.02) if fine_tuning else (3e-3, 0.05)
+        return replace(
+            self,
+            learning_rate=lr if self.learning_rate is None else self.learning_rate,
+            warmup_fraction=warmup if self.warmup_fraction is None else self.warmup_fraction,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -149,6 +149,7 @@ def make_pair(
     if labels.ndim not in (2, 3):
         raise InputError(f"{name}: labels must be 2D or 3D, got shape {labels.shape}")
     check_labels(labels, name)
+    labels = _compact_ids(labels)
     image = to_channel_first(image, labels.shape, name, channel_axis)
     check_finite(image, name)
     mask = None
@@ -171,6 +172,15 @@ def make_pair(
             "this image from the training set."
         )
     return pair
+
+
+def _compact_ids(labels: np.ndarray) -> np.ndarray:
+    """Relabel 1..N when ids are large (e.g. 2**31), which per-id tables cannot index."""
+    if labels.size == 0 or int(labels.max()) < 2**16:
+        return labels
+    from skimage.segmentation import relabel_sequential
+
+    return relabel_sequential(labels)[0]
 
 
 def load_folder_pairs(
@@ -203,6 +213,7 @@ def load_folder_pairs(
     pairs = []
     for stem in sorted(images):
         label_array = read_tiff(labels[stem])
+        check_labels(label_array, str(labels[stem]))  # label errors name the label file
         pair = make_pair(read_tiff(images[stem]), label_array, name=str(images[stem]))
         if ndim is not None and pair.labels.ndim != ndim:
             raise InputError(f"{images[stem]}: expected {ndim}D labels, got {pair.labels.shape}")

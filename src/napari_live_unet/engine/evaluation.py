@@ -44,6 +44,7 @@ class CachedValidation:
             model.predict_outputs_many(
                 (p.image for p in self.pairs),
                 channel_axis=0,
+                adapt=None,  # training pairs are already fitted to the network
                 intensity_ranges=[p.intensity_range for p in self.pairs],
             )
         )
@@ -63,7 +64,8 @@ class CachedValidation:
         return dataset_counts(self.gts, preds, thresholds)
 
 
-def _score(counts: list[MatchCounts]) -> float:
+def tuning_score(counts: list[MatchCounts]) -> float:
+    """What the threshold search maximises: the mean AP over the given IoU thresholds."""
     # AP@0.5 is what users count objects by; AP@0.7 keeps the outlines honest.
     return float(np.mean([c.ap for c in counts]))
 
@@ -83,7 +85,7 @@ def tune_postprocess(
     if cache.mode == "distance":
         grids["seed_prominence"] = [0.0, 0.02, 0.05, 0.1]
     best = start
-    best_score = _score(cache.counts(best, (0.5, 0.7)))
+    best_score = tuning_score(cache.counts(best, (0.5, 0.7)))
     for _ in range(2):
         improved = False
         for name, grid in grids.items():
@@ -91,7 +93,7 @@ def tune_postprocess(
                 candidate = replace(best, **{name: value})
                 if candidate == best:
                     continue
-                score = _score(cache.counts(candidate, (0.5, 0.7)))
+                score = tuning_score(cache.counts(candidate, (0.5, 0.7)))
                 if score > best_score + 1e-9:
                     best, best_score, improved = candidate, score, True
         if not improved:

@@ -88,7 +88,11 @@ class ThresholdsChosen:
 
 @dataclass(frozen=True)
 class TrainingFinished:
-    """The loop ended; ``model`` holds the best weights and chosen thresholds."""
+    """The loop ended; ``model`` holds the best weights and chosen thresholds.
+
+    ``kept_start`` is True when fine-tuning did not beat the starting model on validation,
+    so ``model`` has the starting weights.
+    """
 
     model: SegmentationModel
     reason: str
@@ -96,6 +100,7 @@ class TrainingFinished:
     steps: int
     elapsed: float
     best_val_loss: float | None
+    kept_start: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 

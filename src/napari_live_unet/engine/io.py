@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
+from .atomic_write import atomic_path
 from .errors import InputError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -29,15 +29,30 @@ def read_tiff(path: str | os.PathLike) -> np.ndarray:
 
 
 def list_tiffs(folder: str | os.PathLike) -> dict[str, Path]:
-    """Map file stem to path for every TIFF in ``folder`` (not recursive)."""
+    """Map file stem to path for every TIFF in ``folder`` (not recursive).
+
+    Hidden files (such as the temporary files of an interrupted write) are skipped.
+
+    Raises
+    ------
+    InputError
+        If the folder is missing, or two files share a stem (``a.tif`` and ``a.TIFF``),
+        which would make the image/label pairing ambiguous.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder. Pass a folder of .tif images.")
-    return {
-        p.stem: p
-        for p in sorted(folder.iterdir())
-        if p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")
-    }
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in TIFF_SUFFIXES or p.name.startswith("."):
+            continue
+        if p.stem in found:
+            raise InputError(
+                f"{folder}: {found[p.stem].name} and {p.name} have the same name; keep one "
+                "(or rename the other) so each image pairs with one label file."
+            )
+        found[p.stem] = p
+    return found
 
 
 def smallest_label_dtype(max_label: int) -> np.dtype:
@@ -50,13 +65,5 @@ def smallest_label_dtype(max_label: int) -> np.dtype:
 
 def write_tiff_atomic(path: str | os.PathLike, data: np.ndarray) -> None:
     """Write ``data`` to ``path`` so that the file is either complete or absent."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, data, compression="zlib")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -14,9 +14,24 @@ import numpy as np
 import torch
 
 from .config import ModelConfig, NormalizationConfig, PostprocessConfig
-from .data import check_finite, to_channel_first
+from .data import check_finite
 from .device import resolve_device
 from .errors import InputError
+from .image_adapter import (
+    Adaptation,
+    AdaptOptions,
+    InputSpec,
+    check_model_channels,
+    invert,
+    invert_range,
+    polarity_from_image,
+    resize,
+    scale_postprocess,
+    split_channels,
+    to_model_channels,
+    zoom_for,
+    zoomed_shape,
+)
 from .normalize import channel_percentiles
 from .postprocess import instances_from_outputs
 from .predict import (
@@ -25,6 +40,8 @@ from .predict import (
     predict_outputs_many,
 )
 from .unet import UNet, memory_format
+
+_AUTO = AdaptOptions()  # fit channels, polarity and size automatically
 
 
 @dataclass
@@ -45,6 +62,12 @@ class SegmentationModel:
         One entry per epoch: losses, learning rate, metrics, elapsed seconds.
     train_config : dict
         The training settings used, for the record.
+    input : InputSpec
+        What the network reads (polarity, channel choice, object size), so images of other
+        layouts, polarities and object sizes can be fitted to it.
+    info : dict
+        Description for people: name, description, training data and licence, the command
+        that produced it, figures. Empty for models trained by users.
     """
 
     network: UNet
@@ -53,6 +76,8 @@ class SegmentationModel:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     history: list[dict[str, Any]] = field(default_factory=list)
     train_config: dict[str, Any] = field(default_factory=dict)
+    input: InputSpec = field(default_factory=InputSpec)
+    info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def create(cls, config: ModelConfig, **kwargs: Any) -> SegmentationModel:
@@ -68,34 +93,98 @@ class SegmentationModel:
         return self
 
     def prepare_image(self, image: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
-        """Return the image channel-first, checking channels and finiteness."""
-        image = np.asarray(image) if not hasattr(image, "shape") else image
-        spatial_ndim = self.config.ndim
-        if channel_axis is None and image.ndim == spatial_ndim + 1 and self.config.in_channels > 1:
-            channel_axis = -1 if image.shape[-1] == self.config.in_channels else 0
-        if channel_axis is None:
-            if image.ndim != spatial_ndim:
-                raise InputError(
-                    f"image of shape {image.shape} is not {spatial_ndim}D; this model "
-                    f"segments {spatial_ndim}D images with {self.config.in_channels} channel(s)"
-                )
-            spatial = tuple(image.shape)
-        else:
-            spatial = tuple(np.delete(np.array(image.shape), channel_axis))
-        image = to_channel_first(image, spatial, "image", channel_axis)
-        if image.shape[0] != self.config.in_channels:
+        """Return the image channel-first, checking its channels and finiteness.
+
+        The image must already be in the network's terms (its channel count); use
+        :meth:`adapt_image` to fit other layouts, polarities and object sizes.
+        """
+        data, _ = split_channels(image, self.config.ndim, channel_axis)
+        if data.shape[0] != self.config.in_channels:
             raise InputError(
-                f"image has {image.shape[0]} channel(s) but the model expects "
+                f"image has {data.shape[0]} channel(s) but the model expects "
                 f"{self.config.in_channels}"
             )
-        check_finite(image, "image")
-        return image
+        check_finite(data, "image")
+        return data
+
+    def check_fits(
+        self,
+        image: np.ndarray,
+        options: AdaptOptions | None = None,
+        *,
+        channel_axis: int | None = None,
+        name: str = "image",
+    ) -> None:
+        """Raise :class:`InputError` if :meth:`adapt_image` would refuse ``image``: its
+        channels cannot be fitted, or it holds NaN or Inf pixels."""
+        options = options or AdaptOptions()
+        data, is_rgb = split_channels(image, self.config.ndim, channel_axis, name)
+        name = f"{name} of shape {tuple(image.shape)}"
+        channel = options.channel
+        if channel is None and data.shape[0] > self.config.in_channels == 1 and not is_rgb:
+            channel = self.input.channel
+        check_model_channels(
+            data.shape[0], self.config.in_channels, is_rgb=is_rgb, channel=channel, name=name
+        )
+        check_finite(data, name)
+
+    def zoom_for(self, diameter: float | None = None) -> float:
+        """Zoom applied to images whose objects are ``diameter`` pixels across (None: auto)."""
+        return zoom_for(self.input, diameter)
+
+    def adapt_image(
+        self,
+        image: np.ndarray,
+        options: AdaptOptions | None = None,
+        *,
+        channel_axis: int | None = None,
+        intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
+        name: str = "image",
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None, Adaptation]:
+        """Fit an image to the network: channels, polarity and object size.
+
+        Returns the channel-first image in the network's terms, its normalisation range
+        (when one was given, adapted too) and what was done.
+
+        Raises
+        ------
+        InputError
+            If the image's channels cannot be fitted (the message names the shape and what
+            the model reads).
+        """
+        options = options or AdaptOptions()
+        data, is_rgb = split_channels(image, self.config.ndim, channel_axis, name)
+        name = f"{name} of shape {tuple(image.shape)}"
+        channel = options.channel
+        if channel is None and data.shape[0] > self.config.in_channels == 1 and not is_rgb:
+            channel = self.input.channel
+        data, channel_note = to_model_channels(
+            data, self.config.in_channels, is_rgb=is_rgb, channel=channel, name=name
+        )
+        if options.polarity != "auto":
+            polarity, source = options.polarity, "as chosen"
+        elif self.input.image_polarity != "auto":
+            polarity, source = self.input.image_polarity, "as in the model's training images"
+        else:
+            polarity, source = polarity_from_image(data), "judged from the image"
+        inverted = polarity != self.input.polarity
+        if inverted:
+            data = invert(data)
+            intensity_range = invert_range(intensity_range)
+        zoom = self.zoom_for(options.diameter)
+        shape = tuple(data.shape[1:])
+        if zoom != 1.0:
+            data = resize(data, zoomed_shape(shape, zoom))
+        check_finite(data, name)
+        adaptation = Adaptation(zoom, inverted, channel_note, polarity, source, input_shape=shape)
+        return data, intensity_range, adaptation
 
     def predict_outputs(
         self,
         image: np.ndarray,
         *,
         channel_axis: int | None = None,
+        adapt: AdaptOptions | None = _AUTO,
         tile_shape: tuple[int, ...] | None = None,
         batch_size: int = 8,
         progress: ProgressCallback | None = None,
@@ -104,11 +193,13 @@ class SegmentationModel:
     ) -> np.ndarray | None:
         """Foreground probability and auxiliary map, shape (2, *spatial), float16.
 
-        Returns None if ``should_stop`` ended prediction early.
+        Returns None if ``should_stop`` ended prediction early. See
+        :meth:`predict_outputs_many` for the parameters.
         """
         results = self.predict_outputs_many(
             [image],
             channel_axis=channel_axis,
+            adapt=adapt,
             tile_shape=tile_shape,
             batch_size=batch_size,
             progress=progress,
@@ -122,30 +213,61 @@ class SegmentationModel:
         images: Iterable[np.ndarray],
         *,
         channel_axis: int | None = None,
+        adapt: AdaptOptions | None = _AUTO,
         tile_shape: tuple[int, ...] | None = None,
         batch_size: int = 8,
         progress: ProgressCallback | None = None,
         on_message: MessageCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
         intensity_ranges: Iterable[tuple[np.ndarray, np.ndarray] | None] | None = None,
+        on_adapted: Callable[[Adaptation], None] | None = None,
     ) -> Iterator[np.ndarray]:
         """Outputs for a stream of images, in order; tiles of small images share batches.
 
-        ``intensity_ranges`` optionally gives each image's normalisation percentiles (None
-        entries: computed from the image), for crops that must be scaled like their whole
-        image.
+        Parameters
+        ----------
+        images : iterable of ndarray
+            Images in any layout the model can be fitted to (see :meth:`adapt_image`).
+        channel_axis : int, optional
+            Channel axis of the images, when it is ambiguous.
+        adapt : AdaptOptions or None
+            How to fit images to the network (channel, polarity, object diameter; default:
+            automatic). None: the images are already in the network's terms (used for
+            training data, which is fitted once at the start).
+        intensity_ranges : iterable of (low, high) or None, optional
+            Each image's normalisation percentiles (None entries: computed from the image),
+            for crops that must be scaled like their whole image.
+        on_adapted : callable(Adaptation), optional
+            Told what was done to fit each image (e.g. to show "inverted").
+
+        Outputs always have the input's spatial shape: a zoomed image's outputs are
+        resized back.
         """
-        prepared = (self.prepare_image(image, channel_axis) for image in images)
         ranges = itertools.repeat(None) if intensity_ranges is None else intensity_ranges
-        with_stats = (
-            (image, rng if rng is not None else channel_percentiles(image, self.normalization))
-            for image, rng in zip(prepared, ranges, strict=False)
-        )
-        first, second = itertools.tee(with_stats)
+        shapes: collections.deque[tuple[int, ...]] = collections.deque()
+
+        def fitted() -> Iterator[tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]]:
+            for image, rng in zip(images, ranges, strict=False):
+                if adapt is None:
+                    data = self.prepare_image(image, channel_axis)
+                    shapes.append(tuple(data.shape[1:]))
+                else:
+                    data, rng, adaptation = self.adapt_image(
+                        image, adapt, channel_axis=channel_axis, intensity_range=rng
+                    )
+                    shapes.append(adaptation.input_shape)
+                    if on_adapted is not None:
+                        on_adapted(adaptation)
+                yield (
+                    data,
+                    rng if rng is not None else channel_percentiles(data, self.normalization),
+                )
+
+        first, second = itertools.tee(fitted())
         was_training = self.network.training
         self.network.eval()
         try:
-            yield from predict_outputs_many(
+            for outputs in predict_outputs_many(
                 self.network,
                 (image for image, _ in first),
                 mode=self.config.mode,
@@ -157,18 +279,37 @@ class SegmentationModel:
                 progress=progress,
                 on_message=on_message,
                 should_stop=should_stop,
-            )
+            ):
+                shape = shapes.popleft()
+                if tuple(outputs.shape[1:]) != shape:
+                    outputs = resize(outputs, shape).astype(outputs.dtype)
+                yield outputs
         finally:
             self.network.train(was_training)
 
-    def instances(self, outputs: np.ndarray, params: PostprocessConfig | None = None) -> np.ndarray:
-        """Instance labels from cached outputs (re-run cheaply when thresholds change)."""
-        return instances_from_outputs(outputs, self.config.mode, params or self.postprocess)
+    def instances(
+        self,
+        outputs: np.ndarray,
+        params: PostprocessConfig | None = None,
+        *,
+        diameter: float | None = None,
+    ) -> np.ndarray:
+        """Instance labels from cached outputs (re-run cheaply when thresholds change).
 
-    def segment(self, image: np.ndarray, **kwargs: Any) -> np.ndarray:
+        ``diameter`` is the one the outputs were predicted with: sizes in the thresholds
+        (minimum size, smoothing) are in the network's pixels and are scaled to the image's.
+        """
+        params = scale_postprocess(
+            params or self.postprocess, self.zoom_for(diameter), self.config.ndim
+        )
+        return instances_from_outputs(outputs, self.config.mode, params)
+
+    def segment(
+        self, image: np.ndarray, *, adapt: AdaptOptions | None = _AUTO, **kwargs: Any
+    ) -> np.ndarray:
         """Instance labels (int32) for one image; keyword arguments go to predict_outputs."""
-        outputs = self.predict_outputs(image, **kwargs)
-        return self.instances(outputs)
+        outputs = self.predict_outputs(image, adapt=adapt, **kwargs)
+        return self.instances(outputs, diameter=adapt.diameter if adapt else None)
 
     def segment_many(
         self, images: Iterable[np.ndarray], *, workers: int | None = None, **kwargs: Any
@@ -184,8 +325,11 @@ class SegmentationModel:
         workers = workers or os.cpu_count() or 1
         pending: collections.deque = collections.deque()
         with ThreadPoolExecutor(workers) as pool:
+            adapt = kwargs.get("adapt", _AUTO)
+            diameter = adapt.diameter if adapt is not None else None
             for outputs in self.predict_outputs_many(images, **kwargs):
-                pending.append((outputs, pool.submit(self.instances, outputs)))
+                future = pool.submit(self.instances, outputs, diameter=diameter)
+                pending.append((outputs, future))
                 if len(pending) >= 2 * workers:
                     outputs, future = pending.popleft()
                     yield outputs, future.result()

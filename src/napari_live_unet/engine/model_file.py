@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic_write import write_bytes_atomic
 from .config import ModelConfig, NormalizationConfig, PostprocessConfig
 from .errors import InputError
+from .image_adapter import InputSpec
 from .model import SegmentationModel
 from .unet import UNet
 
@@ -31,24 +32,30 @@ def model_to_dict(model: SegmentationModel) -> dict[str, Any]:
         "postprocess": model.postprocess.to_dict(),
         "history": model.history,
         "train_config": model.train_config,
+        "input": model.input.to_dict(),
+        "info": model.info,
         "state_dict": {k: v.detach().cpu() for k, v in model.network.state_dict().items()},
     }
 
 
-def save_model(model: SegmentationModel, path: str | os.PathLike) -> Path:
-    """Write the model to ``path`` atomically (complete file or none)."""
+def save_model(
+    model: SegmentationModel, path: str | os.PathLike, *, half_precision: bool = False
+) -> Path:
+    """Write the model to ``path`` atomically (complete file or none).
+
+    ``half_precision`` stores floating-point weights as float16 (half the file size; they
+    are loaded back into float32 parameters), as the built-in models ship.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = model_to_dict(model)
+    if half_precision:
+        data["state_dict"] = {
+            k: v.half() if v.is_floating_point() else v for k, v in data["state_dict"].items()
+        }
     buffer = io.BytesIO()
-    torch.save(model_to_dict(model), buffer)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    torch.save(data, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
     return path
 
 
@@ -102,6 +109,8 @@ def model_from_dict(
             PostprocessConfig.from_dict(data["postprocess"]),
             list(data.get("history", [])),
             dict(data.get("train_config", {})),
+            InputSpec.from_dict(data.get("input", {})),
+            dict(data.get("info", {})),
         )
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise InputError(f"{source}: model file is inconsistent ({exc})") from None

@@ -14,6 +14,7 @@ from .normalize import channel_percentiles
 from .unet import activate, memory_format
 
 ProgressCallback = Callable[[int, int], None]
+_BATCH_PIXELS = 2_097_152  # pixels (voxels) per forward pass: 8 tiles of 512²
 MessageCallback = Callable[[str], None]
 
 
@@ -56,6 +57,24 @@ def _fit_tile(tile: tuple[int, ...], shape: tuple[int, ...], multiple: int) -> t
     )
 
 
+def check_tile_shape(tile_shape: tuple[int, ...] | None, size_multiple: int) -> None:
+    """Refuse tiles too small to predict efficiently (overlap would dominate).
+
+    Raises
+    ------
+    InputError
+        Naming the smallest tile edge this network accepts.
+    """
+    if tile_shape is None:
+        return
+    smallest = 2 * size_multiple
+    if any(not isinstance(t, int | np.integer) or t < smallest for t in tile_shape):
+        raise InputError(
+            f"tile size {tuple(tile_shape)} is too small: tiles must be at least {smallest} "
+            f"pixels along each axis for this network (leave it out for automatic tiles)"
+        )
+
+
 def predict_outputs_many(
     network: torch.nn.Module,
     images: Iterable[np.ndarray],
@@ -93,7 +112,8 @@ def predict_outputs_many(
         Normalisation percentiles of each image, shape (C,) each; computed from the image
         when omitted.
     tile_shape : tuple of int, optional
-        Tile size; defaults to 512 in 2D and 32×256×256 in 3D.
+        Tile size; defaults to the whole image up to 1024² in 2D (larger images: 1024²
+        tiles) and 32×256×256 in 3D. Batches hold at most 2 M pixels of tiles.
     overlap : int, optional
         Overlap between tiles in pixels; defaults to 1/8 of the tile.
     batch_size : int
@@ -122,6 +142,9 @@ def predict_outputs_many(
     later tile can touch it. Working memory is therefore bounded by the band size, not the
     image size.
     """
+    check_tile_shape(tile_shape, size_multiple)
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
     device = torch.device(device)
     stats_iter = iter(stats) if stats is not None else None
     windows: dict[tuple[tuple[int, ...], int], torch.Tensor] = {}
@@ -157,8 +180,10 @@ def predict_outputs_many(
             )
             in_flight.append(job)
             total += len(job.tiles)
+            # Large tiles go fewer to a batch, so a batch's activations stay bounded.
+            tile_batch = min(batch_size, max(1, _BATCH_PIXELS // int(np.prod(job.tile))))
             for start in job.tiles:
-                if pending and (len(pending) >= batch_size or pending[0][0].tile != job.tile):
+                if pending and (len(pending) >= tile_batch or pending[0][0].tile != job.tile):
                     yield from run_pending()
                 pending.append((job, start))
         if pending:
@@ -184,7 +209,9 @@ class _Job:
         spatial = tuple(image.shape[1:])
         ndim = len(spatial)
         if tile_shape is None:
-            tile_shape = (512, 512) if ndim == 2 else (32, 256, 256)
+            # 2D: the whole image in one tile up to 1024² (no overlap or padding wasted on
+            # typical images); larger images in 1024² tiles (~150 MB of activations each).
+            tile_shape = (1024, 1024) if ndim == 2 else (32, 256, 256)
         if len(tile_shape) != ndim:
             raise InputError(f"tile shape {tile_shape} does not fit a {ndim}D image")
         tile = _fit_tile(tuple(int(t) for t in tile_shape), spatial, size_multiple)

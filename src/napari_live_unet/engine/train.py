@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -16,7 +17,7 @@ from .config import ModelConfig, NormalizationConfig, PostprocessConfig, TrainCo
 from .data import TrainingPair, split_validation
 from .device import autocast, autocast_dtype, resolve_device
 from .errors import InputError
-from .evaluation import CachedValidation, limit_pixels, tune_postprocess
+from .evaluation import CachedValidation, limit_pixels, tune_postprocess, tuning_score
 from .events import (
     EpochEnd,
     Notice,
@@ -28,10 +29,12 @@ from .events import (
     TrainingStarted,
     ValidationMetrics,
 )
+from .image_adapter import AdaptOptions, channel_weights
 from .losses import boundary_class_weights, segmentation_loss
 from .model import SegmentationModel
 from .sampler import PatchSampler
-from .unet import count_parameters, memory_format
+from .training_input import fit_training_data
+from .unet import count_parameters, memory_format, widen_input
 
 _STEP_EVENT_SECONDS = 0.25  # yield a StepEnd at most this often
 _MAX_VAL_PATCHES = 64
@@ -55,8 +58,9 @@ def train(
     initial_model: SegmentationModel | None = None,
     device: str | torch.device = "auto",
     should_stop: Callable[[], bool] | None = None,
-    preview: Callable[[], tuple[Any, Any] | None] | None = None,
+    preview: Callable[[], tuple[Any, ...] | None] | None = None,
     preview_every: int = 1,
+    adapt: AdaptOptions | None = None,
 ) -> Generator[TrainingEvent, None, SegmentationModel]:
     """Train a model, yielding progress events; the generator returns the best model.
 
@@ -71,7 +75,9 @@ def train(
     val_pairs : sequence of TrainingPair, optional
         Validation data; if omitted, ``config.val_fraction`` of ``pairs`` is held out.
     initial_model : SegmentationModel, optional
-        Fine-tune (continue training) this model instead of starting from scratch.
+        Fine-tune (continue training) this model instead of starting from scratch. It is
+        scored on the validation data first (reported as epoch 0) and stays the result
+        unless training beats it on validation.
     device : str or torch.device
         ``auto``, ``cpu``, ``cuda`` or ``mps``.
     should_stop : callable() -> bool, optional
@@ -84,6 +90,10 @@ def train(
         normalises a crop like its whole image. Returning None skips that preview.
     preview_every : int
         Epochs between previews.
+    adapt : AdaptOptions, optional
+        Channel, polarity and object diameter of the training images (default: decided
+        from the data and the annotations). The decisions are announced in a ``Notice``
+        and stored in the model, so prediction fits new images the same way.
 
     Yields
     ------
@@ -101,14 +111,24 @@ def train(
         pairs, val_pairs = split_validation(pairs, config.val_fraction, config.seed)
     val_pairs = list(val_pairs)
 
-    model = _initial_model(pairs, model_config, initial_model, device)
+    adapt = adapt or AdaptOptions()
+    fine_tuning = initial_model is not None
+    model = _initial_model(pairs, model_config, initial_model, device, adapt)
     mode, ndim = model.config.mode, model.config.ndim
     for p in [*pairs, *val_pairs]:
-        if p.labels.ndim != ndim or p.image.shape[0] != model.config.in_channels:
+        if p.labels.ndim != ndim:
             raise InputError(
-                f"{p.name}: {p.labels.ndim}D with {p.image.shape[0]} channel(s), but the model "
-                f"is {ndim}D with {model.config.in_channels} channel(s)"
+                f"{p.name}: {p.labels.ndim}D labels, but the model segments {ndim}D images"
             )
+    pairs, val_pairs, model.input, fitted = fit_training_data(
+        pairs, val_pairs, model.input, model.config.in_channels, adapt, fine_tuning=fine_tuning
+    )
+    if pairs and pairs[0].image.shape[0] != model.config.in_channels:  # all_channels
+        n = pairs[0].image.shape[0]
+        weights = torch.from_numpy(channel_weights(n, is_rgb=n in (3, 4)))
+        model.network = widen_input(model.network, weights)
+        model.config = model.network.config
+    config = config.resolved(fine_tuning=fine_tuning)
     patch = _patch_shape(config, ndim, model.config.size_multiple)
     sampler = PatchSampler(
         pairs, mode, patch, device, model.normalization, config.foreground_sampling, config.seed
@@ -139,12 +159,24 @@ def train(
         config.epochs,
         config.time_budget,
     )
+    yield Notice(f"Training images: {fitted.describe()}")
 
     start_time = time.perf_counter()
     best_loss, best_state, bad_epochs = math.inf, None, 0
     step, epoch, reason = 0, 0, "finished"
     batch_size = config.batch_size
     last_step_event = 0.0
+    start_model = copy.deepcopy(model) if fine_tuning else None
+    if fine_tuning:
+        if val_patches:
+            yield from _score_start(model, sampler, val_patches, val_pairs, config, class_weights)
+            best_loss = model.history[-1]["val_loss"]
+            best_state = _state_copy(network)
+        else:
+            yield Notice(
+                "No validation data: the starting model cannot be scored, so the result is "
+                "the fine-tuned model as it ends."
+            )
 
     def progress() -> float:
         fractions = []
@@ -206,9 +238,7 @@ def train(
         is_best = monitored < best_loss
         if is_best:
             best_loss, bad_epochs = monitored, 0
-            best_state = copy.deepcopy(
-                {k: v.detach().cpu() for k, v in network.state_dict().items()}
-            )
+            best_state = _state_copy(network)
         else:
             bad_epochs += 1
         elapsed = time.perf_counter() - start_time
@@ -255,6 +285,9 @@ def train(
             yield Notice(f"Validation loss has not improved for {bad_epochs} epochs; stopping.")
             break
 
+    kept_start = start_model is not None and best_state is not None and epoch == 0
+    if start_model is not None and best_state is not None and not kept_start:
+        kept_start = _same_weights(best_state, start_model)
     if best_state is not None:
         network.load_state_dict(best_state)
     network.eval()
@@ -264,25 +297,84 @@ def train(
         yield Notice(
             f"Choosing post-processing thresholds on {len(tune_pairs)} validation image(s)..."
         )
-        cache = CachedValidation(model, tune_pairs)
-        params, counts = tune_postprocess(cache, model.postprocess)
+        params, counts, score = _tuned(model, tune_pairs)
+        if start_model is not None and not kept_start:
+            start_params, start_counts, start_score = _tuned(start_model, tune_pairs)
+            if start_score >= score:
+                network.load_state_dict(_state_copy(start_model.network))
+                params, counts, kept_start = start_params, start_counts, True
         model.postprocess = params
         yield ThresholdsChosen(params.to_dict(), {c.threshold: c.ap for c in counts})
+    if kept_start:
+        yield Notice(
+            "Kept the starting model: fine-tuning did not improve validation AP "
+            "(its thresholds and input settings now fit your images)."
+        )
     elapsed = time.perf_counter() - start_time
     yield TrainingFinished(
-        model, reason, epoch, step, elapsed, None if math.isinf(best_loss) else best_loss
+        model,
+        reason,
+        epoch,
+        step,
+        elapsed,
+        None if math.isinf(best_loss) else best_loss,
+        kept_start=kept_start,
     )
     return model
 
 
-def _initial_model(pairs, model_config, initial_model, device) -> SegmentationModel:
+def _state_copy(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return copy.deepcopy({k: v.detach().cpu() for k, v in network.state_dict().items()})
+
+
+def _same_weights(state: dict[str, torch.Tensor], model: SegmentationModel) -> bool:
+    start = model.network.state_dict()
+    return all(torch.equal(v, start[k].detach().cpu()) for k, v in state.items())
+
+
+def _tuned(model: SegmentationModel, pairs) -> tuple[PostprocessConfig, list, float]:
+    """Thresholds tuned on ``pairs``, the AP counts they give, and the tuning score."""
+    cache = CachedValidation(model, pairs)
+    params, counts = tune_postprocess(cache, model.postprocess)
+    return params, counts, tuning_score(cache.counts(params, (0.5, 0.7)))
+
+
+def _score_start(model, sampler, val_patches, val_pairs, config, class_weights):
+    """Epoch 0: the starting model's training and validation loss (and AP)."""
+    mode, device = model.config.mode, model.device
+    amp = autocast_dtype(device) if config.mixed_precision else None
+    start = time.perf_counter()
+    val_loss = _validation_loss(model.network, val_patches, mode, class_weights, amp, device)
+    train_patches = sampler.grid_patches(_MAX_VAL_PATCHES)
+    train_loss = _validation_loss(model.network, train_patches, mode, class_weights, amp, device)
+    record = {
+        "epoch": 0,
+        "step": 0,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "learning_rate": 0.0,
+        "elapsed": 0.0,
+        "samples_per_second": 0.0,
+        "start": True,
+    }
+    model.history.append(record)
+    yield EpochEnd(0, 0, train_loss, val_loss, 0.0, 0.0, 0.0, 0.0, True)
+    if config.val_ap_every:
+        ap = _validation_ap(model, val_pairs, config)
+        record["val_ap"] = {str(k): v for k, v in ap.items()}
+        yield ValidationMetrics(0, ap, time.perf_counter() - start)
+
+
+def _initial_model(pairs, model_config, initial_model, device, adapt) -> SegmentationModel:
     if initial_model is not None:
         model = copy.deepcopy(initial_model)
         model.history = list(initial_model.history)
+        model.info = {}  # a fine-tuned model is no longer the one described
         return model.to(device)
-    model_config = model_config or ModelConfig(
-        ndim=pairs[0].labels.ndim, in_channels=pairs[0].image.shape[0]
-    )
+    channels = 1 if adapt.channel is not None else pairs[0].image.shape[0]
+    model_config = model_config or ModelConfig(ndim=pairs[0].labels.ndim, in_channels=channels)
+    if adapt.channel is not None and model_config.in_channels != 1:
+        model_config = dataclasses.replace(model_config, in_channels=1)
     return SegmentationModel.create(
         model_config, normalization=NormalizationConfig(), postprocess=PostprocessConfig()
     ).to(device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -73,6 +75,34 @@ class UNet(nn.Module):
             x = up(x)
             x = block(torch.cat([x, skips.pop()], dim=1))
         return self.head(x)
+
+
+def widen_input(network: UNet, weights: torch.Tensor) -> UNet:
+    """Make a one-channel network read ``len(weights)`` channels, starting where it was.
+
+    The first convolution's kernel is spread over the channels in proportion to
+    ``weights`` (summing to 1, e.g. luminance weights for RGB), so on the first step the
+    network sees the weighted sum of the channels, as before; training then may learn
+    what the sum threw away.
+    """
+    first = network.down[0][0]
+    if first.in_channels != 1:
+        raise ValueError(f"the network already reads {first.in_channels} channels")
+    conv = type(first)(
+        len(weights),
+        first.out_channels,
+        first.kernel_size,
+        padding=first.padding,
+        bias=first.bias is not None,
+    )
+    with torch.no_grad():
+        shape = (1, -1) + (1,) * (first.weight.ndim - 2)
+        conv.weight.copy_(first.weight * weights.to(first.weight).reshape(shape))
+        if first.bias is not None:
+            conv.bias.copy_(first.bias)
+    network.down[0][0] = conv.to(first.weight.device)
+    network.config = dataclasses.replace(network.config, in_channels=len(weights))
+    return network
 
 
 def activate(raw: torch.Tensor, mode: str) -> torch.Tensor:

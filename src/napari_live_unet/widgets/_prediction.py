@@ -16,9 +16,11 @@ import numpy as np
 
 from ..engine.config import ModelConfig, PostprocessConfig
 from ..engine.errors import InputError
+from ..engine.image_adapter import AdaptOptions, scale_postprocess
 from ..engine.model import SegmentationModel
 from ..engine.postprocess import instances_from_outputs
 
+AUTO = AdaptOptions()  # fit channels, polarity and object size automatically
 CACHE_MAX_PIXELS = 64_000_000
 """Keep per-frame post-processing caches only up to this many pixels in all (about 10 bytes
 per pixel); above it, threshold changes recompute every intermediate map."""
@@ -63,13 +65,18 @@ class FramePlan:
 
 
 def plan_frames(
-    shape: Sequence[int], rgb: bool, config: ModelConfig, name: str = "image"
+    shape: Sequence[int],
+    rgb: bool,
+    config: ModelConfig,
+    name: str = "image",
+    channel: int | None = None,
 ) -> FramePlan:
     """Split a layer's data of ``shape`` into frames for a model with ``config``.
 
-    RGB layers carry their channels last; a non-RGB layer for a multi-channel model must
-    hold the channels just before the spatial axes, (..., C, *spatial). Any axes before
-    are frames: a 2D model segments a (T, Y, X) series frame by frame.
+    RGB layers carry their channels last (a one-channel model reads their luminance, or
+    ``channel``); a non-RGB layer for a multi-channel model, or one whose ``channel`` is
+    chosen, must hold the channels just before the spatial axes, (..., C, *spatial). Any
+    axes before are frames: a 2D model segments a (T, Y, X) series frame by frame.
 
     Raises
     ------
@@ -79,25 +86,36 @@ def plan_frames(
     ndim, in_channels = config.ndim, config.in_channels
     shape = tuple(int(s) for s in shape)
     layer_ndim = len(shape) - (1 if rgb else 0)
+    if channel is not None and in_channels != 1:
+        raise InputError(
+            f"the model reads {in_channels} channels: a single channel of '{name}' cannot be "
+            "chosen for it; set Channel to auto"
+        )
     if rgb:
-        if in_channels != shape[-1]:
+        fits = in_channels in (1, shape[-1]) or (in_channels, shape[-1]) == (3, 4)
+        if channel is None and not fits:
             raise InputError(
                 f"'{name}' is an RGB(A) image with {shape[-1]} channels but the model reads "
-                f"{in_channels} channel(s); convert it to grayscale or train on RGB images"
+                f"{in_channels} channel(s); choose a channel or train on images like these"
             )
+        n_channels = shape[-1]
         channel_axis: int | None = -1
-        n_channel_axes = 1
-    elif in_channels > 1:
-        if layer_ndim < ndim + 1 or shape[-ndim - 1] != in_channels:
+    elif in_channels > 1 or channel is not None:
+        n_channels = shape[-ndim - 1] if layer_ndim >= ndim + 1 else 0
+        if channel is None and n_channels != in_channels:
             raise InputError(
                 f"the model reads {in_channels} channels but '{name}' (shape {shape}) has no "
                 f"axis of {in_channels} just before its {ndim} spatial axes"
             )
         channel_axis = 0
-        n_channel_axes = 1
     else:
-        channel_axis = None
-        n_channel_axes = 0
+        n_channels, channel_axis = 1, None
+    if channel is not None and channel >= n_channels:
+        raise InputError(
+            f"'{name}' (shape {shape}) has no channel {channel}: the axis before its {ndim} "
+            f"spatial axes holds {n_channels} channel(s)"
+        )
+    n_channel_axes = 0 if channel_axis is None else 1
     n_leading = len(shape) - ndim - n_channel_axes
     if n_leading < 0:
         raise InputError(
@@ -122,6 +140,20 @@ class PredictionResult:
     outputs: list[np.ndarray] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
     caches: list[dict | None] = field(default_factory=list)
+    zoom: float = 1.0  # the zoom the image got before the network (thresholds scale by it)
+    ndim: int = 2
+    adaptations: list[str] = field(default_factory=list)  # distinct descriptions, in order
+
+    def instance_params(self, params: PostprocessConfig) -> PostprocessConfig:
+        """``params`` as applied to these outputs (sizes scaled by the zoom)."""
+        return scale_postprocess(params, self.zoom, self.ndim)
+
+    def input_note(self) -> str:
+        """What was done to fit the image, for the status line ("" if unknown)."""
+        if not self.adaptations:
+            return ""
+        more = " (first frame; frames differ)" if len(self.adaptations) > 1 else ""
+        return self.adaptations[0] + more
 
     def labels_array(self) -> np.ndarray:
         return _stack(self.labels, self.plan)
@@ -150,13 +182,18 @@ def predict_events(
     params: PostprocessConfig,
     stop: threading.Event,
     device: str | None = None,
+    adapt: AdaptOptions | None = AUTO,
 ) -> Iterator[tuple]:
     """Predict every frame; for a napari generator worker.
 
-    Yields ``("progress", done, total)`` (tiles) and ``("frame", index, outputs, labels,
-    cache)`` per frame, in order; ends early once ``stop`` is set (checked between batches
-    of tiles). Frames are read one at a time with ``np.asarray``, so a lazy (dask) array is
-    computed frame by frame here, off the GUI thread.
+    Yields ``("progress", done, total)`` (tiles), ``("adapted", text)`` when a frame was
+    fitted to the model (``text`` from :meth:`Adaptation.describe`) and ``("frame", index,
+    outputs, labels, cache)`` per frame, in order. ``adapt`` says how frames are fitted to
+    the model (None: they are in its terms already); ``params`` are applied as
+    :meth:`SegmentationModel.instances` applies them with ``adapt.diameter``. Ends early once
+    ``stop`` is set (checked between batches of tiles). Frames are read one at a time with
+    ``np.asarray``, so a lazy (dask) array is computed frame by frame here, off the GUI
+    thread.
 
     The engine reports progress through a callback, so prediction runs in a helper thread
     and its events are relayed from a queue: the worker can yield progress in the middle of
@@ -165,6 +202,8 @@ def predict_events(
     events: queue.Queue = queue.Queue()
     keep_caches = plan.n_frames * int(np.prod(plan.spatial)) <= CACHE_MAX_PIXELS
     read = 0
+    diameter = adapt.diameter if adapt is not None else None
+    scaled = scale_postprocess(params, model.zoom_for(diameter), model.config.ndim)
 
     def frames() -> Iterator[np.ndarray]:
         nonlocal read
@@ -184,12 +223,14 @@ def predict_events(
             outputs_iter = model.predict_outputs_many(
                 frames(),
                 channel_axis=plan.channel_axis,
+                adapt=adapt,
                 progress=progress,
                 should_stop=stop.is_set,
+                on_adapted=lambda adaptation: events.put(("adapted", adaptation.describe())),
             )
             for index, outputs in zip(plan.frames(), outputs_iter, strict=False):
                 cache: dict | None = {} if keep_caches else None
-                labels = instances_from_outputs(outputs, model.config.mode, params, cache)
+                labels = instances_from_outputs(outputs, model.config.mode, scaled, cache)
                 events.put(("frame", index, outputs, labels, cache))
                 if stop.is_set():
                     break
@@ -224,7 +265,8 @@ def repostprocess_events(
         if superseded():
             return
         cache = result.caches[i] if i < len(result.caches) else None
-        yield ("frame", i, instances_from_outputs(outputs, result.mode, params, cache))
+        labels = instances_from_outputs(outputs, result.mode, result.instance_params(params), cache)
+        yield ("frame", i, labels)
 
 
 def guarded(events: Callable[..., Iterator[tuple]], *args: Any) -> Iterator[tuple]:

@@ -1,4 +1,8 @@
-"""Live plot of train/validation loss and validation AP per epoch (pyqtgraph)."""
+"""Live plot of train/validation loss and validation AP per epoch (pyqtgraph).
+
+A run that fine-tunes a trained model starts with epoch 0: the starting model's scores,
+marked with a star, so the curves start at its level.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,14 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 _TRAIN_COLOUR = "#f0a030"
 _VAL_COLOUR = "#40b0f0"
 _AP_COLOUR = "#70e070"
+_START_COLOUR = "#f0f0f0"
 
 
 class LossPlot(QWidget):
     """Loss curves on the left axis and validation AP@0.5 on the right (0-1).
 
-    Points are added as epochs end; the curves redraw immediately.
+    Points are added as epochs end; the curves redraw immediately. Epoch 0 (the starting
+    model of a fine-tuning run, scored before any step) is drawn like any epoch and marked.
     """
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -27,6 +33,15 @@ class LossPlot(QWidget):
         item.addLegend(offset=(-10, 10))
         self._train = item.plot([], [], pen=pg.mkPen(_TRAIN_COLOUR, width=2), name="train loss")
         self._val = item.plot([], [], pen=pg.mkPen(_VAL_COLOUR, width=2), name="val loss")
+        self._start = item.plot(
+            [],
+            [],
+            pen=None,
+            symbol="star",
+            symbolSize=12,
+            symbolBrush=_START_COLOUR,
+            name="starting model",
+        )
         # AP lives on its own axis and view box, linked to the loss plot's x range.
         self._ap_view = pg.ViewBox()
         item.showAxis("right")
@@ -82,8 +97,16 @@ class LossPlot(QWidget):
         self.ap.append(ap)
         self._redraw()
 
+    def start_points(self) -> list[tuple[int, float]]:
+        """The starting model's losses (epoch 0), train first; empty for a new model."""
+        train = [(e, x) for e, x in zip(self.epochs, self.train_loss, strict=True) if e == 0]
+        val = [(e, x) for e, x in zip(self.val_epochs, self.val_loss, strict=True) if e == 0]
+        return train + val
+
     def _redraw(self) -> None:
         self._train.setData(self.epochs, self.train_loss)
         self._val.setData(self.val_epochs, self.val_loss)
+        start = self.start_points()
+        self._start.setData([e for e, _ in start], [x for _, x in start])
         self._ap.setData(self.ap_epochs, self.ap)
         self._sync_views()

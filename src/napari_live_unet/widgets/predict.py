@@ -13,7 +13,6 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -25,10 +24,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..current_model import current_model, describe_model
+from ..current_model import current_model
 from ..engine.config import PostprocessConfig
 from ..engine.device import available_devices
 from ..engine.errors import InputError
+from ..layer_pairs import ground_truth_of, layer_image_data
 from ._predict_layers import (
     REGIONS,
     copy_region,
@@ -41,12 +41,13 @@ from ._prediction import (
     PredictionResult,
     error_text,
     guarded,
-    load_model_guarded,
     plan_frames,
     predict_events,
     repostprocess_events,
 )
 from .copy_predictions import copy_predictions
+from .input_controls import InputControls
+from .model_chooser import ModelChooser
 from .postprocess_controls import PostprocessControls
 from .widget_lifetime import connect_while_alive, on_window_close
 
@@ -63,13 +64,14 @@ class PredictWidget(QWidget):
         self._stop = threading.Event()
         self._cancelled = self._dropped = False
         self._error: str | None = None
-        self._predict_worker = self._post_worker = self._load_worker = None
+        self._predict_worker = self._post_worker = None
         self._post_superseded = threading.Event()
         self._post_again = False
 
-        self.model_label = QLabel(wordWrap=True)
-        self.load_button = QPushButton("Load model…")
+        self.models = ModelChooser()
+        self.model_combo, self.model_label = self.models.combo, self.models.label
         self.image_combo = ComboBox(choices=layer_choices(napari_viewer, Image))
+        self.inputs = InputControls(self._labels_to_measure)
         self.device_combo = QComboBox()
         self.device_combo.addItems(available_devices())
         self.predict_button = QPushButton("Predict")
@@ -91,7 +93,10 @@ class PredictWidget(QWidget):
         self._debounce = self.thresholds.debounce
         self._build_layout()
 
-        self.load_button.clicked.connect(self._choose_model_file)
+        for source in (self.models, self.inputs):
+            source.message.connect(lambda text, error: self._say(text, error=error))
+        self.models.loading.connect(self._update_enabled)
+        self.image_combo.changed.connect(self._update_channels)
         self.predict_button.clicked.connect(self.predict)
         self.cancel_button.clicked.connect(self.cancel)
         self.show_outputs.toggled.connect(self._on_show_outputs)
@@ -109,7 +114,7 @@ class PredictWidget(QWidget):
         row.addWidget(self.predict_button)
         row.addWidget(self.cancel_button)
         groups = {
-            "Model": [self.model_label, self.load_button],
+            "Model": [self.models],
             "Predict": [("Image", self.image_combo.native), ("Device", self.device_combo)],
             "Correct and retrain: copy predictions": [
                 ("Ground truth", self.gt_combo.native),
@@ -127,6 +132,8 @@ class PredictWidget(QWidget):
             for item in rows:
                 form.addRow(*item) if isinstance(item, tuple) else form.addRow(item)
             layout.addWidget(box)
+            if title == "Model":
+                layout.addWidget(self.inputs)
             if title == "Predict":
                 layout.addWidget(self.thresholds)
         layout.addWidget(self.status)
@@ -148,14 +155,26 @@ class PredictWidget(QWidget):
             self._say(f"Image layer '{event.value.name}' was deleted: stopping prediction…")
 
     def _on_model_changed(self, model, source: str) -> None:
-        self.model_label.setText(describe_model(model, source))
         if model is not None:
-            self._set_params(model.postprocess)
+            self.thresholds.show_params(model.postprocess)  # no re-run
+        self._update_channels()
         self._update_enabled()
 
-    def _set_params(self, params: PostprocessConfig) -> None:
-        """Show a model's thresholds without re-running post-processing."""
-        self.thresholds.show_params(params)
+    def _update_channels(self, *_args) -> None:
+        """Offer the channels of the chosen image layer (the model says what is spatial)."""
+        model = current_model.model
+        ndim, channels = (2, 1) if model is None else (model.config.ndim, model.config.in_channels)
+        self.inputs.show_layer(self.image_combo.value, ndim, luminance=channels == 1)
+
+    def _labels_to_measure(self) -> list[tuple]:
+        """The Ground truth chosen below, else the one paired with the image (name, shape)."""
+        layer, model = self.image_combo.value, current_model.model
+        gt = self.gt_combo.value
+        if gt is None and layer is not None:
+            gt = ground_truth_of(self.viewer.layers, layer)
+        if gt is None:
+            raise InputError("no ground truth for this image: choose one under Ground truth")
+        return [(gt.data, model.config.ndim if model is not None else 2)]
 
     def params(self, base: PostprocessConfig | None = None) -> PostprocessConfig:
         """Thresholds from the controls; the rest (smoothing) from ``base``, by default the
@@ -166,65 +185,43 @@ class PredictWidget(QWidget):
             base = current_model.model.postprocess
         return self.thresholds.params(base)
 
-    def _choose_model_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Load a Live U-net model", "", "Model files (*.pt *.pth);;All files (*)"
-        )
-        if path:
-            self.load_model_file(path)
-
     def load_model_file(self, path: str | Path) -> None:
         """Load a model file in a worker and make it the current model."""
-        path = str(path)
-        self._say(f"Loading {Path(path).name}…")
-        self.load_button.setEnabled(False)
-        worker = create_worker(load_model_guarded, path, _start_thread=False)
-        worker.returned.connect(lambda outcome: self._on_model_loaded(outcome, path))
-        worker.finished.connect(self._on_load_finished)
-        self._load_worker = worker
-        worker.start()
-
-    def _on_model_loaded(self, outcome: tuple, path: str) -> None:
-        if outcome[0] == "error":
-            self._say(f"Could not load the model: {error_text(outcome[1])}", error=True)
-            return
-        current_model.set(outcome[1], path)
-        self._say(f"Model {Path(path).name} loaded.")
-
-    def _on_load_finished(self) -> None:
-        self._load_worker = None
-        self.load_button.setEnabled(True)
+        self.models.load(path)
 
     # -- prediction ------------------------------------------------------------------
 
     def is_busy(self) -> bool:
         """Whether a prediction, a threshold update or a model load is running."""
-        return any(
-            w is not None for w in (self._predict_worker, self._post_worker, self._load_worker)
-        )
+        workers = (self._predict_worker, self._post_worker)
+        return self.models.is_loading or any(w is not None for w in workers)
 
     def predict(self) -> None:
         """Predict the chosen image layer with the current model, in a worker."""
         model, layer = current_model.model, self.image_combo.value
-        if self._predict_worker is not None:
+        if self._predict_worker is not None or self.models.is_loading:
             return
         if model is None or layer is None:
             self._say("Choose an image layer and train or load a model first.", error=True)
             return
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = layer_image_data(layer)
         try:
-            plan = plan_frames(data.shape, layer.rgb, model.config, layer.name)
+            adapt = self.inputs.adapt_options()
+            plan = plan_frames(data.shape, layer.rgb, model.config, layer.name, adapt.channel)
         except InputError as exc:
             self._say(str(exc), error=True)
             return
         params = self.params(model.postprocess)
-        self._pending = PredictionResult(layer.name, plan, model.config.mode, params)
+        zoom, ndim = model.zoom_for(adapt.diameter), model.config.ndim
+        self._pending = PredictionResult(
+            layer.name, plan, model.config.mode, params, zoom=zoom, ndim=ndim
+        )
         self._image_layer = layer
         self._stop = threading.Event()
         self._cancelled = self._dropped = False
         self._error = None
         device = self.device_combo.currentText()
-        args = (predict_events, model, data, plan, params, self._stop, device)
+        args = (predict_events, model, data, plan, params, self._stop, device, adapt)
         worker = create_worker(guarded, *args, _start_thread=False)
         worker.yielded.connect(self._on_predict_event)
         worker.finished.connect(self._on_predict_finished)
@@ -251,6 +248,9 @@ class PredictWidget(QWidget):
             self._pending.outputs.append(outputs)
             self._pending.labels.append(labels)
             self._pending.caches.append(cache)
+        elif event[0] == "adapted":
+            if event[1] not in self._pending.adaptations:
+                self._pending.adaptations.append(event[1])
         elif event[0] == "error":
             self._error = error_text(event[1])
 
@@ -276,7 +276,7 @@ class PredictWidget(QWidget):
             show_labels(self.viewer, pending, layer)
             if self.show_outputs.isChecked():
                 self._on_show_outputs(True)
-            self._say(f"'{pending.image_name}': {self._count()} object(s).")
+            self._say(self._summary())
             if self.params() != pending.params:  # thresholds moved while predicting
                 self.repostprocess()
 
@@ -284,8 +284,12 @@ class PredictWidget(QWidget):
         if checked and self._result is not None:
             show_outputs(self.viewer, self._result)
 
-    def _count(self) -> int:
-        return int(sum(int(labels.max(initial=0)) for labels in self._result.labels))
+    def _summary(self) -> str:
+        """Objects found, and how the image was fitted to the model."""
+        result = self._result
+        count = int(sum(int(labels.max(initial=0)) for labels in result.labels))
+        note = result.input_note()
+        return f"'{result.image_name}': {count} object(s)." + (f" Input: {note}." if note else "")
 
     # -- re-post-processing ----------------------------------------------------------
 
@@ -322,7 +326,7 @@ class PredictWidget(QWidget):
             if len(labels) == len(result.outputs):
                 result.labels, result.params = labels, params
                 show_labels(self.viewer, result)
-                self._say(f"'{result.image_name}': {self._count()} object(s).")
+                self._say(self._summary())
         if self._post_again:
             self.repostprocess()
 
@@ -379,7 +383,7 @@ class PredictWidget(QWidget):
 
     def _update_enabled(self, *_args) -> None:
         predicting = self._predict_worker is not None
-        self.predict_button.setEnabled(not predicting)
+        self.predict_button.setEnabled(not predicting and not self.models.is_loading)
         self.cancel_button.setEnabled(predicting)
         model = current_model.model
         self.thresholds.set_mode(None if model is None else model.config.mode)

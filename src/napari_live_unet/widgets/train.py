@@ -29,13 +29,17 @@ from qtpy.QtWidgets import (
 from ..current_model import current_model, describe_model
 from ..engine import events as ev
 from ..engine.errors import InputError
+from ..engine.image_adapter import AdaptOptions
 from ..engine.model import SegmentationModel
 from ..engine.model_file import save_model
 from ..engine.train import train
+from ..layer_pairs import layer_image_data
+from .input_controls import InputControls
 from .live_preview import PreviewSource
 from .loss_plot import LossPlot
 from .preview_layer import LivePreview
 from .train_settings import TrainSettings
+from .train_start import StartChoice, StartFrom, StartNote, starting_model
 from .training_data import LayerSource, TrainingDataPicker, build_pairs
 from .widget_lifetime import connect_while_alive, on_window_close
 
@@ -44,15 +48,20 @@ def training_job(
     sources: list[LayerSource],
     folder: str | None,
     settings: dict,
-    initial_model: SegmentationModel | None,
+    start: StartChoice,
     stop: threading.Event,
     preview: PreviewSource | None,
     preview_every: int,
+    adapt: AdaptOptions | None = None,
 ):
-    """Worker body: build the pairs, then relay the engine's training events."""
+    """Worker body: build the pairs and the starting model, then relay the engine's
+    training events (and a :class:`StartNote` when the run starts from scratch instead)."""
     pairs, val_pairs = build_pairs(sources, folder)
-    channels = pairs[0].image.shape[0]
-    model_config = settings["model_config"](pairs[0].labels.ndim, channels)
+    ndim, channels = pairs[0].labels.ndim, pairs[0].image.shape[0]
+    initial_model, note = starting_model(start, ndim, settings["mode"])
+    if note is not None:
+        yield StartNote(note)
+    model_config = settings["model_config"](ndim, channels)
     return (
         yield from train(
             pairs,
@@ -64,6 +73,7 @@ def training_job(
             should_stop=stop.is_set,
             preview=preview,
             preview_every=preview_every,
+            adapt=adapt,
         )
     )
 
@@ -78,14 +88,17 @@ class TrainWidget(QWidget):
         self._stop = threading.Event()
         self.preview = LivePreview(napari_viewer, self)
         self._sources: list[LayerSource] = []
+        self._start_note = ""
 
         self.data = TrainingDataPicker(napari_viewer)
+        self.inputs = InputControls(self.data.labels_to_measure)
+        self.start_from = StartFrom()
         self.settings = TrainSettings()
         self.start_button = QPushButton("Start")
         self.stop_button = QPushButton("Stop")
         self.continue_button = QPushButton("Continue")
         self.save_button = QPushButton("Save model…")
-        self.start_button.setToolTip("Train a new model from scratch")
+        self.start_button.setToolTip("Train, starting from the choice in 'Start from'")
         self.stop_button.setToolTip("End at the next step and keep the best model so far")
         self.continue_button.setToolTip("Fine-tune the current model on the (corrected) labels")
         self.start_button.clicked.connect(lambda: self.start(continue_training=False))
@@ -107,8 +120,9 @@ class TrainWidget(QWidget):
         preview_row = QHBoxLayout()
         preview_row.addWidget(self.preview_check)
         preview_row.addWidget(self.preview_every)
+        self.settings.form.insertRow(0, "Start from", self.start_from)
         layout = QVBoxLayout(self)
-        for w in (self.data, self.settings):
+        for w in (self.data, self.inputs, self.settings):
             layout.addWidget(w)
         layout.addLayout(preview_row)
         layout.addLayout(buttons)
@@ -119,6 +133,10 @@ class TrainWidget(QWidget):
         layout.addWidget(self.save_button)
         layout.addStretch()
 
+        self.inputs.message.connect(lambda text, _error: self.status.setText(text))
+        self.data.image.changed.connect(self._update_channels)
+        self.data.from_layers.toggled.connect(self._update_channels)
+        self.start_from.choice_changed.connect(self._update_channels)
         connect_while_alive(self, current_model.changed, self._show_model)
         connect_while_alive(self, self.viewer.layers.events.removed, self._layer_removed)
         self._show_model(current_model.model, current_model.source)
@@ -135,21 +153,28 @@ class TrainWidget(QWidget):
         return self.worker is not None
 
     def start(self, continue_training: bool = False) -> GeneratorWorker | None:
-        """Start training (from scratch, or fine-tuning the current model); returns the worker.
+        """Start training from the "Start from" choice, or (``continue_training``) fine-tune
+        the current model; returns the worker.
 
         Problems with the data or settings are shown as a notification and return None.
         """
         if self.is_training:
             return None
-        initial = current_model.model if continue_training else None
-        if continue_training and initial is None:
+        if continue_training and current_model.model is None:
             show_warning("No model to continue: train one (Start) or open a model file first.")
             return None
         try:
+            start = (
+                StartChoice("continue", model=current_model.model)
+                if continue_training
+                else self.start_from.choice()
+            )
             sources, folder = self.data.snapshot()
+            adapt = self.inputs.adapt_options()
             settings = {
                 "train_config": self.settings.train_config(),
-                "model_config": self.settings.model_config,
+                "model_config": self.settings.architecture(),
+                "mode": self.settings.mode.currentText(),
                 "device": self.settings.device.currentText(),
             }
         except (InputError, ValueError) as exc:
@@ -162,16 +187,18 @@ class TrainWidget(QWidget):
             self._preview_image_for(sources), sources[0].spatial_ndim if sources else 2
         )
         self.plot.clear()
+        self._start_note = ""
         self._started_at = time.monotonic()
         self.worker = create_worker(
             training_job,
             sources,
             folder,
             settings,
-            initial,
+            start,
             self._stop,
             self.preview.source if self.preview.image is not None else None,
             self.preview_every.value(),
+            adapt,
             _start_thread=False,
             _ignore_errors=True,  # _on_error tells the user; nothing re-raised in the GUI
         )
@@ -227,14 +254,18 @@ class TrainWidget(QWidget):
     # -- worker events (main thread) -------------------------------------------------------
 
     def _on_event(self, event) -> None:
-        if isinstance(event, ev.TrainingStarted):
+        if isinstance(event, StartNote):
+            self._start_note = event.message
+            self.status.setText(event.message)
+        elif isinstance(event, ev.TrainingStarted):
             val = (
                 f"validating on {event.n_val}"
                 if event.n_val
                 else "no validation data (mark a validation region to see validation loss)"
             )
             self.status.setText(
-                f"Training on {event.n_train} image(s), {val}; {event.device}, "
+                (f"{self._start_note} " if self._start_note else "")
+                + f"Training on {event.n_train} image(s), {val}; {event.device}, "
                 f"{event.n_parameters:,} parameters"
             )
         elif isinstance(event, ev.StepEnd):
@@ -256,9 +287,14 @@ class TrainWidget(QWidget):
             )
         elif isinstance(event, ev.TrainingFinished):
             self.progress.setValue(self.progress.maximum())
+            kept = (
+                "Kept the starting model: fine-tuning did not improve validation AP. "
+                if event.kept_start
+                else ""
+            )
             self.status.setText(
-                f"Done ({event.reason}): {event.epochs} epochs, {event.steps} steps in "
-                f"{event.elapsed:.0f} s."
+                f"{kept}Done ({event.reason}): {event.epochs} epochs, {event.steps} steps in "
+                f"{event.elapsed:.0f} s. {self._start_note}".strip()
             )
 
     def _on_returned(self, model: SegmentationModel | None) -> None:
@@ -315,11 +351,24 @@ class TrainWidget(QWidget):
         self.stop_button.setEnabled(running)
         self.save_button.setEnabled(not running and current_model.model is not None)
         self.settings.set_enabled_while_training(running)
-        self.data.setEnabled(not running)
+        for widget in (self.data, self.inputs, self.start_from):
+            widget.setEnabled(not running)
 
     def _show_model(self, model: SegmentationModel | None, source: str) -> None:
         self.model_label.setText(f"Current model: {describe_model(model, source)}")
         self._set_running(self.is_training)
+        self._update_channels()
+
+    def _update_channels(self, *_args) -> None:
+        """Offer the channels of the chosen image (unknown for a folder: up to 8)."""
+        luminance = self.start_from.one_channel()
+        if self.data.from_folder.isChecked():
+            self.inputs.set_channels(None, luminance=luminance)
+            return
+        layer = self.data.image.value
+        rgb = layer is not None and layer.rgb
+        count = layer_image_data(layer).shape[-1] if rgb else 1
+        self.inputs.set_channels(count, rgb=rgb, luminance=luminance)
 
     def _choose_save_path(self) -> None:
         path, _ = QFileDialog.getSaveFileName(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -30,7 +32,7 @@ class TrainSettings(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        form = QFormLayout()
+        self.form = form = QFormLayout()  # the Train widget puts "Start from" on top
         self.mode = QComboBox()
         self.mode.addItems(["distance", "boundary"])
         self.mode.setToolTip(
@@ -54,8 +56,14 @@ class TrainSettings(QWidget):
         self.by_time.toggled.connect(self._sync_schedule)
         form.addRow(self.by_time, self.time_budget)
         form.addRow(self.by_epochs, self.epochs)
-        self.learning_rate = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=1.0, value=3e-3)
+        # The minimum, shown as "auto", lets the engine choose: 3e-3 for a new model, 1e-3
+        # when fine-tuning, so a few images nudge a trained model rather than overwrite it.
+        self.learning_rate = QDoubleSpinBox(decimals=5, minimum=0.0, maximum=1.0, value=0.0)
         self.learning_rate.setSingleStep(1e-4)
+        self.learning_rate.setSpecialValueText("auto")
+        self.learning_rate.setToolTip(
+            "Peak learning rate; auto: 0.003 for a new model, 0.001 when fine-tuning"
+        )
         form.addRow("Learning rate", self.learning_rate)
 
         advanced = QWidget()
@@ -111,7 +119,7 @@ class TrainSettings(QWidget):
             steps_per_epoch=self.steps_per_epoch.value(),
             batch_size=self.batch_size.value(),
             patch_size=self.patch_size.value(),
-            learning_rate=self.learning_rate.value(),
+            learning_rate=self.learning_rate_value(),
             val_ap_every=2,
             augment=AugmentConfig(
                 flips=self.aug_flips.isChecked(),
@@ -122,16 +130,20 @@ class TrainSettings(QWidget):
             ),
         )
 
+    def learning_rate_value(self) -> float | None:
+        """The learning rate, None for auto."""
+        value = self.learning_rate.value()
+        return None if value <= self.learning_rate.minimum() else value
+
     def model_config(self, ndim: int, in_channels: int) -> ModelConfig:
         """Architecture for a new model on data with this dimensionality and channels."""
+        return self.architecture()(ndim, in_channels)
+
+    def architecture(self) -> partial[ModelConfig]:
+        """A ModelConfig maker ``(ndim, in_channels)`` with the form's mode and size, read now
+        (so the training worker need not read the form)."""
         base, depth = MODEL_SIZES[self.model_size.currentText()]
-        return ModelConfig(
-            ndim=ndim,
-            in_channels=in_channels,
-            mode=self.mode.currentText(),
-            base_channels=base,
-            depth=depth,
-        )
+        return partial(ModelConfig, mode=self.mode.currentText(), base_channels=base, depth=depth)
 
     def set_enabled_while_training(self, training: bool) -> None:
         """Freeze the form while a run uses its values."""

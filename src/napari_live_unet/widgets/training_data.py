@@ -215,6 +215,20 @@ class TrainingDataPicker(QWidget):
             entries = [(image, labels, self.regions.value, self.spatial_ndim)]
         return [_snapshot(*entry) for entry in entries], None
 
+    def labels_to_measure(self) -> list[tuple[Any, int]]:
+        """(ground-truth data, spatial ndim) of the selected pairs, to measure object sizes.
+
+        Raises
+        ------
+        InputError
+            When no ground-truth layer is chosen.
+        """
+        entries = self._added or [(None, self.labels.value, None, self.spatial_ndim)]
+        found = [(e[1].data, e[3]) for e in entries if e[1] is not None]
+        if not found:
+            raise InputError("choose the ground-truth labels layer to measure")
+        return found
+
     def layers_in_use(self) -> list:
         """Every layer the current selection would read."""
         entries = self._added or [(self.image.value, self.labels.value, self.regions.value, 0)]

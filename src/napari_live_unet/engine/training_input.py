@@ -1,0 +1,163 @@
+"""Fit training data to the model it trains: channels, polarity and object size.
+
+Fine-tuning a model (the built-in starter, say) on a new kind of image first turns the
+images into what the network knows: colour into luminance, dark objects into bright ones,
+objects far outside the sizes the network saw zoomed to its typical size. The decisions are
+recorded in the model's :class:`~napari_live_unet.engine.image_adapter.InputSpec`, so
+prediction later fits new images the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from .data import TrainingPair
+from .image_adapter import (
+    Adaptation,
+    AdaptOptions,
+    InputSpec,
+    diameter_range,
+    invert,
+    invert_range,
+    object_diameters,
+    polarity_from_annotations,
+    resize,
+    to_model_channels,
+    zoomed_shape,
+)
+
+
+def fit_training_data(
+    pairs: Sequence[TrainingPair],
+    val_pairs: Sequence[TrainingPair],
+    spec: InputSpec,
+    model_channels: int,
+    options: AdaptOptions,
+    *,
+    fine_tuning: bool,
+) -> tuple[list[TrainingPair], list[TrainingPair], InputSpec, Adaptation]:
+    """Fit training and validation pairs to a model; returns them, the new spec and a record.
+
+    Parameters
+    ----------
+    pairs, val_pairs : sequence of TrainingPair
+        Channel-first images with instance labels.
+    spec : InputSpec
+        The model's input record before training (a new model's default, or the starting
+        model's).
+    model_channels : int
+        Channels the network reads.
+    options : AdaptOptions
+        The user's choices (channel, polarity, diameter); ``auto`` decides from the
+        annotations.
+    fine_tuning : bool
+        True when training starts from a trained model: images are then inverted and zoomed
+        to what that model knows. A new model learns the data as it is.
+
+    When ``options.all_channels`` asks a one-channel model to read every channel of
+    multi-channel images, the pairs keep their channels; the caller widens the network
+    (``adaptation.notes`` says so).
+    """
+    pairs, val_pairs = list(pairs), list(val_pairs)
+    n_channels = pairs[0].image.shape[0] if pairs else model_channels
+    if options.all_channels and model_channels == 1 and n_channels > 1:
+        model_channels = n_channels
+    everything = pairs + val_pairs
+    notes = {_channels(p, model_channels, options.channel)[1] for p in everything} - {""}
+    pairs = [_with_image(p, _channels(p, model_channels, options.channel)[0]) for p in pairs]
+    val_pairs = [
+        _with_image(p, _channels(p, model_channels, options.channel)[0]) for p in val_pairs
+    ]
+    everything = pairs + val_pairs
+
+    if options.polarity != "auto":
+        polarity, source = options.polarity, "as chosen"
+    else:
+        polarity = polarity_from_annotations(
+            [p.image for p in everything],
+            [p.labels for p in everything],
+            [p.annotated for p in everything],
+        )
+        source = "judged from the annotations"
+    network_polarity = spec.polarity if fine_tuning else polarity
+    inverted = polarity != network_polarity
+
+    sizes = np.concatenate(
+        [object_diameters(p.labels, p.annotated) for p in pairs] or [np.zeros(0)]
+    )
+    measured = float(np.median(sizes)) if sizes.size else None
+    image_diameter = options.diameter if options.diameter is not None else measured
+    zoom = 1.0
+    if fine_tuning and spec.diameter is not None and image_diameter is not None:
+        known = spec.diameter_range or (spec.diameter, spec.diameter)
+        if options.diameter is not None or not known[0] <= image_diameter <= known[1]:
+            zoom = spec.diameter / image_diameter
+            if abs(zoom - 1.0) < 0.05:
+                zoom = 1.0
+
+    def fit(pair: TrainingPair) -> TrainingPair:
+        image, intensity_range = pair.image, pair.intensity_range
+        if inverted:
+            image, intensity_range = invert(image), invert_range(intensity_range)
+        labels, annotated = pair.labels, pair.annotated
+        if zoom != 1.0:
+            shape = zoomed_shape(pair.spatial_shape, zoom)
+            image = resize(image, shape)
+            labels = resize(labels[np.newaxis], shape, nearest=True)[0]
+            if annotated is not None:
+                annotated = resize(annotated[np.newaxis], shape, nearest=True)[0]
+        return dataclasses.replace(
+            pair,
+            image=image,
+            labels=labels,
+            annotated=annotated,
+            intensity_range=intensity_range,
+        )
+
+    pairs, val_pairs = [fit(p) for p in pairs], [fit(p) for p in val_pairs]
+    if image_diameter is None:
+        new_diameter, new_range = spec.diameter, spec.diameter_range
+    elif fine_tuning and spec.diameter is not None:
+        new_diameter, new_range = image_diameter * zoom, spec.diameter_range
+    else:
+        new_diameter, new_range = image_diameter, diameter_range(sizes)
+    new_spec = InputSpec(
+        polarity=network_polarity,
+        image_polarity=polarity,
+        channel=options.channel if options.channel is not None else spec.channel,
+        diameter=new_diameter,
+        diameter_range=new_range,
+        image_diameter=image_diameter,
+    )
+    adaptation = Adaptation(
+        zoom=zoom,
+        inverted=inverted,
+        channel_note=", ".join(sorted(notes)),
+        polarity=polarity,
+        polarity_source=source,
+    )
+    if model_channels != 1 and options.all_channels:
+        adaptation.channel_note = f"all {model_channels} channels"
+    if image_diameter is not None:
+        adaptation.notes.append(f"objects about {image_diameter:.0f} px across")
+    return pairs, val_pairs, new_spec, adaptation
+
+
+def _channels(pair: TrainingPair, model_channels: int, channel: int | None):
+    # Training pairs are channel-first already; 3 or 4 channels are read as RGB(A).
+    n = pair.image.shape[0]
+    is_rgb = n in (3, 4)
+    if channel is None and n == model_channels:
+        return pair.image, ""
+    return to_model_channels(
+        pair.image, model_channels, is_rgb=is_rgb, channel=channel, name=pair.name
+    )
+
+
+def _with_image(pair: TrainingPair, image: np.ndarray) -> TrainingPair:
+    if image is pair.image:
+        return pair
+    return dataclasses.replace(pair, image=image, intensity_range=None)

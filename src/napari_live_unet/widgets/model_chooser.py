@@ -1,0 +1,134 @@
+"""Which model the Predict widget uses: the current one, a built-in one or a model file.
+
+Choosing a built-in model or a file loads it in a worker and makes it the current model
+(the one the Train widget continues from). Built-in models are only read: nothing is
+written into the package folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from napari.qt.threading import create_worker
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QVBoxLayout, QWidget
+
+from ..current_model import current_model, describe_model
+from ..engine.builtin_models import builtin_model_names, builtin_model_path
+from ._prediction import error_text, load_model_guarded
+from .widget_lifetime import connect_while_alive
+
+CURRENT = "current model"
+MODEL_FILE = "model file…"
+
+
+def builtin_label(name: str) -> str:
+    """How a built-in model is named in the widgets (and as the current model's source)."""
+    return f"{name} (built-in)"
+
+
+class ModelChooser(QWidget):
+    """A combo box of models and a line describing the current one.
+
+    Signals
+    -------
+    message(str, bool)
+        Text for the widget's status line and whether it reports an error.
+    loading(bool)
+        A model started or finished loading.
+    """
+
+    message = Signal(str, bool)
+    loading = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._worker = None
+        self.combo = QComboBox()
+        self.combo.addItem(CURRENT, "current")
+        for name in builtin_model_names():
+            self.combo.addItem(builtin_label(name), f"builtin:{name}")
+        self.combo.addItem(MODEL_FILE, "file")
+        self.combo.setToolTip(
+            "The model to predict with: the one trained or opened last, a model that comes "
+            "with the plugin, or a model file"
+        )
+        self.label = QLabel(wordWrap=True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.combo)
+        layout.addWidget(self.label)
+        self.combo.currentIndexChanged.connect(self._on_choice)
+        connect_while_alive(self, current_model.changed, self._on_model_changed)
+        self._on_model_changed(current_model.model, current_model.source)
+
+    @property
+    def is_loading(self) -> bool:
+        return self._worker is not None
+
+    def choose(self, text: str) -> None:
+        """Pick an entry by its text, as a click would (e.g. ``"nuclei (built-in)"``)."""
+        index = self.combo.findText(text)
+        if index < 0:
+            raise ValueError(f"no model entry {text!r}")
+        self.combo.setCurrentIndex(index)
+
+    def _on_choice(self, index: int) -> None:
+        kind, _, name = self.combo.itemData(index).partition(":")
+        if kind == "builtin":
+            self.load(builtin_model_path(name), builtin_label(name))
+            return
+        if kind == "file":
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Load a Live U-net model", "", "Model files (*.pt *.pth);;All files (*)"
+            )
+            if path:
+                self.load(path)
+                return
+        self._show_current()
+
+    def load(self, path: str | Path, source: str | None = None) -> None:
+        """Load a model file in a worker and make it the current model (named ``source``,
+        by default the path)."""
+        path = str(path)
+        source = source or path
+        if self._worker is not None:
+            self.message.emit("A model is loading already; try again when it is done.", True)
+            return
+        self.message.emit(f"Loading {source if source != path else Path(path).name}…", False)
+        self.combo.setEnabled(False)
+        worker = create_worker(load_model_guarded, path, _start_thread=False)
+        worker.returned.connect(lambda outcome: self._on_loaded(outcome, source))
+        worker.finished.connect(self._on_load_finished)
+        self._worker = worker
+        self.loading.emit(True)
+        worker.start()
+
+    def _on_loaded(self, outcome: tuple, source: str) -> None:
+        if outcome[0] == "error":
+            self.message.emit(f"Could not load the model: {error_text(outcome[1])}", True)
+            return
+        current_model.set(outcome[1], source)
+        name = source if source.endswith("(built-in)") else Path(source).name
+        self.message.emit(f"Model {name} loaded.", False)
+
+    def _on_load_finished(self) -> None:
+        self._worker = None
+        self.combo.setEnabled(True)
+        self._show_current()
+        self.loading.emit(False)
+
+    def _on_model_changed(self, model, source: str) -> None:
+        text = describe_model(model, source)
+        description = (model.info or {}).get("description") if model is not None else None
+        self.label.setText(f"{text}. {description}" if description else text)
+        self._show_current()
+
+    def _show_current(self) -> None:
+        """Select the built-in entry when the current model is that one, else "current"."""
+        index = self.combo.findText(current_model.source) if current_model.source else -1
+        if index < 0 or not self.combo.itemData(index).startswith("builtin:"):
+            index = 0
+        self.combo.blockSignals(True)
+        self.combo.setCurrentIndex(index)
+        self.combo.blockSignals(False)
