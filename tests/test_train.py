@@ -194,3 +194,23 @@ def test_preview_segments_the_requested_crop_with_the_current_weights():
     assert previews[0].key == ("crop", 2)
     assert previews[0].labels.shape == (48, 56)
     assert previews[0].outputs.shape == (2, 48, 56)
+
+
+def test_stop_before_the_first_step_keeps_the_starting_model():
+    from napari_live_unet.engine import TrainingFinished, train
+    from napari_live_unet.engine.train import StopReason
+
+    first = run_training(
+        _pairs(), _config(epochs=1, tune_thresholds=False), model_config=TINY, device="cpu"
+    )
+    events = list(
+        train(
+            _pairs(), _config(epochs=3), initial_model=first, device="cpu", should_stop=lambda: True
+        )
+    )
+    finished = events[-1]
+    assert isinstance(finished, TrainingFinished)
+    assert finished.reason is StopReason.STOPPED and finished.reason == "stopped"
+    assert finished.steps == 0 and finished.kept_start
+    kept, start = finished.model.network.state_dict(), first.network.state_dict()
+    assert all(np.array_equal(kept[k].numpy(), v.numpy()) for k, v in start.items())

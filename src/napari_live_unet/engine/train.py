@@ -7,6 +7,8 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -102,6 +104,112 @@ def train(
         as training goes, ``ThresholdsChosen`` and finally ``TrainingFinished``.
     """
     config = config or TrainConfig()
+    run, fitted = _set_up(pairs, config, model_config, val_pairs, initial_model, device, adapt)
+    yield TrainingStarted(
+        len(run.sampler.items),
+        len(run.val_pairs),
+        str(run.device),
+        count_parameters(run.network),
+        run.config.epochs,
+        run.config.time_budget,
+    )
+    yield Notice(f"Training images: {fitted.describe()}")
+    start_model = copy.deepcopy(run.model) if initial_model is not None else None
+    if start_model is not None:
+        if run.val_patches:
+            yield from _score_start(run)
+        else:
+            yield Notice(
+                "No validation data: the starting model cannot be scored, so the result is "
+                "the fine-tuned model as it ends."
+            )
+    reason = yield from _run_epochs(run, should_stop, preview, preview_every)
+    kept_start = yield from _finish(run, start_model)
+    yield TrainingFinished(
+        run.model,
+        reason,
+        run.epoch,
+        run.step,
+        time.perf_counter() - run.start_time,
+        None if math.isinf(run.best_loss) else run.best_loss,
+        kept_start=kept_start,
+    )
+    return run.model
+
+
+class StopReason(str, Enum):
+    """Why the training loop ended (``TrainingFinished.reason``)."""
+
+    FINISHED = "finished"
+    TIME_BUDGET = "time budget reached"
+    STOPPED = "stopped"
+    EARLY_STOPPING = "early stopping"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class _Run:
+    """One training run: what is fixed at set-up, and what changes step by step."""
+
+    model: SegmentationModel
+    network: torch.nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the network, compiled or not
+    optimizer: torch.optim.Optimizer
+    sampler: PatchSampler
+    val_pairs: list[TrainingPair]
+    val_patches: list
+    config: TrainConfig
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    class_weights: torch.Tensor | None
+    generator: torch.Generator
+    batch_size: int
+    start_time: float = field(default_factory=time.perf_counter)
+    step: int = 0
+    epoch: int = 0
+    learning_rate: float = 0.0
+    best_loss: float = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+    last_step_event: float = 0.0
+
+    @property
+    def mode(self) -> str:
+        return self.model.config.mode
+
+    @property
+    def categorical(self) -> tuple[bool, ...]:
+        """Which target channels are class indices (resampled with nearest neighbour)."""
+        return (True,) if self.mode == "boundary" else (True, False)
+
+    @property
+    def total_steps(self) -> int | None:
+        return self.config.epochs * self.config.steps_per_epoch if self.config.epochs else None
+
+    def progress(self) -> float:
+        """Fraction of the schedule done: by steps, by time, or whichever is further."""
+        fractions = []
+        if self.total_steps:
+            fractions.append(self.step / self.total_steps)
+        if self.config.time_budget:
+            fractions.append((time.perf_counter() - self.start_time) / self.config.time_budget)
+        return min(1.0, max(fractions))
+
+    def validation_loss(self) -> float | None:
+        return _validation_loss(
+            self.network,
+            self.val_patches,
+            self.mode,
+            self.class_weights,
+            self.amp_dtype,
+            self.device,
+        )
+
+
+def _set_up(pairs, config, model_config, val_pairs, initial_model, device, adapt):
+    """Check and fit the data, build the model, sampler and optimiser: the run's start."""
     device = resolve_device(device)
     if not pairs:
         raise InputError("no training data: give at least one image with labels")
@@ -110,7 +218,6 @@ def train(
     if val_pairs is None:
         pairs, val_pairs = split_validation(pairs, config.val_fraction, config.seed)
     val_pairs = list(val_pairs)
-
     adapt = adapt or AdaptOptions()
     fine_tuning = initial_model is not None
     model = _initial_model(pairs, model_config, initial_model, device, adapt)
@@ -140,187 +247,168 @@ def train(
         if val_pairs
         else []
     )
-    class_weights = _class_weights(sampler, device) if mode == "boundary" else None
-    categorical = (True,) if mode == "boundary" else (True, False)
     network = model.network.to(memory_format=memory_format(ndim))
-    optimizer = torch.optim.AdamW(
-        network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    run = _Run(
+        model=model,
+        network=network,
+        forward=torch.compile(network) if config.compile and device.type == "cuda" else network,
+        optimizer=torch.optim.AdamW(
+            network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        ),
+        sampler=sampler,
+        val_pairs=val_pairs,
+        val_patches=val_patches,
+        config=config,
+        device=device,
+        amp_dtype=autocast_dtype(device) if config.mixed_precision else None,
+        class_weights=_class_weights(sampler, device) if mode == "boundary" else None,
+        generator=torch.Generator().manual_seed(config.seed if config.seed is not None else 0),
+        batch_size=config.batch_size,
     )
-    amp_dtype = autocast_dtype(device) if config.mixed_precision else None
-    forward = torch.compile(network) if config.compile and device.type == "cuda" else network
-    generator = torch.Generator().manual_seed(config.seed if config.seed is not None else 0)
-    total_steps = config.epochs * config.steps_per_epoch if config.epochs else None
+    return run, fitted
 
-    yield TrainingStarted(
-        len(pairs),
-        len(val_pairs),
-        str(device),
-        count_parameters(network),
-        config.epochs,
-        config.time_budget,
-    )
-    yield Notice(f"Training images: {fitted.describe()}")
 
-    start_time = time.perf_counter()
-    best_loss, best_state, bad_epochs = math.inf, None, 0
-    step, epoch, reason = 0, 0, "finished"
-    batch_size = config.batch_size
-    last_step_event = 0.0
-    start_model = copy.deepcopy(model) if fine_tuning else None
-    if fine_tuning:
-        if val_patches:
-            yield from _score_start(model, sampler, val_patches, val_pairs, config, class_weights)
-            best_loss = model.history[-1]["val_loss"]
-            best_state = _state_copy(network)
-        else:
-            yield Notice(
-                "No validation data: the starting model cannot be scored, so the result is "
-                "the fine-tuned model as it ends."
-            )
-
-    def progress() -> float:
-        fractions = []
-        if total_steps:
-            fractions.append(step / total_steps)
-        if config.time_budget:
-            fractions.append((time.perf_counter() - start_time) / config.time_budget)
-        return min(1.0, max(fractions))
-
-    while reason == "finished" or reason == "running":
-        reason = "running"
-        epoch += 1
-        network.train()
-        epoch_losses, epoch_samples, epoch_start = [], 0, time.perf_counter()
-        for _ in range(config.steps_per_epoch):
-            if should_stop is not None and should_stop():
-                reason = "stopped"
-                break
-            if progress() >= 1.0:
-                break
-            lr = learning_rate_at(progress(), config.learning_rate, config.warmup_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            try:
-                loss = _step(
-                    forward,
-                    optimizer,
-                    sampler,
-                    batch_size,
-                    config,
-                    mode,
-                    categorical,
-                    class_weights,
-                    generator,
-                    device,
-                    amp_dtype,
-                )
-            except torch.cuda.OutOfMemoryError:
-                if batch_size == 1:
-                    raise
-                torch.cuda.empty_cache()
-                optimizer.zero_grad(set_to_none=True)
-                batch_size = max(1, batch_size // 2)
-                yield Notice(f"CUDA out of memory; continuing with batch size {batch_size}")
-                continue
-            step += 1
-            epoch_losses.append(loss)
-            epoch_samples += batch_size
-            now = time.perf_counter()
-            if now - last_step_event >= _STEP_EVENT_SECONDS:
-                last_step_event = now
-                yield StepEnd(epoch, step, float(loss), lr, now - start_time, progress())
-        if not epoch_losses:
-            epoch -= 1
-            break
-        val_loss = _validation_loss(network, val_patches, mode, class_weights, amp_dtype, device)
-        train_loss = float(torch.stack(epoch_losses).mean())
-        monitored = val_loss if val_loss is not None else train_loss
-        is_best = monitored < best_loss
-        if is_best:
-            best_loss, bad_epochs = monitored, 0
-            best_state = _state_copy(network)
-        else:
-            bad_epochs += 1
-        elapsed = time.perf_counter() - start_time
-        record = {
-            "epoch": epoch,
-            "step": step,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "learning_rate": lr,
-            "elapsed": elapsed,
-            "samples_per_second": epoch_samples / max(1e-9, time.perf_counter() - epoch_start),
-        }
-        model.history.append(record)
-        yield EpochEnd(
-            epoch,
-            step,
-            record["train_loss"],
-            val_loss,
-            lr,
-            elapsed,
-            record["samples_per_second"],
-            progress(),
-            is_best,
-        )
-        if val_pairs and config.val_ap_every and epoch % config.val_ap_every == 0:
-            ap = _validation_ap(model, val_pairs, config)
-            record["val_ap"] = {str(k): v for k, v in ap.items()}
-            yield ValidationMetrics(epoch, ap, time.perf_counter() - start_time)
-        if preview is not None and epoch % max(1, preview_every) == 0:
-            event = _preview(model, preview, epoch)
+def _run_epochs(run: _Run, should_stop, preview, preview_every) -> Generator:
+    """Epochs until the schedule, a stop request or early stopping ends them."""
+    config = run.config
+    while True:
+        run.epoch += 1
+        losses, samples, stopped, seconds = yield from _epoch(run, should_stop)
+        if not losses:
+            run.epoch -= 1
+            return StopReason.STOPPED if stopped else _schedule_reason(run)
+        yield from _end_of_epoch(run, losses, samples, seconds)
+        if preview is not None and run.epoch % max(1, preview_every) == 0:
+            event = _preview(run.model, preview, run.epoch)
             if event is not None:
                 yield event
-        if reason == "stopped":
-            break
-        if progress() >= 1.0:
-            reason = (
-                "time budget reached"
-                if config.time_budget and (not total_steps or step < total_steps)
-                else "finished"
-            )
-            break
-        if config.early_stopping_patience and bad_epochs >= config.early_stopping_patience:
-            reason = "early stopping"
-            yield Notice(f"Validation loss has not improved for {bad_epochs} epochs; stopping.")
-            break
+        if stopped:
+            return StopReason.STOPPED
+        if run.progress() >= 1.0:
+            return _schedule_reason(run)
+        if config.early_stopping_patience and run.bad_epochs >= config.early_stopping_patience:
+            yield Notice(f"Validation loss has not improved for {run.bad_epochs} epochs; stopping.")
+            return StopReason.EARLY_STOPPING
 
-    kept_start = start_model is not None and best_state is not None and epoch == 0
-    if start_model is not None and best_state is not None and not kept_start:
-        kept_start = _same_weights(best_state, start_model)
+
+def _schedule_reason(run: _Run) -> StopReason:
+    if run.config.time_budget and (not run.total_steps or run.step < run.total_steps):
+        return StopReason.TIME_BUDGET
+    return StopReason.FINISHED
+
+
+def _epoch(run: _Run, should_stop) -> Generator:
+    """Up to ``steps_per_epoch`` optimiser steps; returns (losses, samples, stopped, seconds)."""
+    run.network.train()
+    losses: list[torch.Tensor] = []
+    samples, started = 0, time.perf_counter()
+    for _ in range(run.config.steps_per_epoch):
+        if should_stop is not None and should_stop():
+            return losses, samples, True, time.perf_counter() - started
+        if run.progress() >= 1.0:
+            break
+        run.learning_rate = learning_rate_at(
+            run.progress(), run.config.learning_rate, run.config.warmup_fraction
+        )
+        for group in run.optimizer.param_groups:
+            group["lr"] = run.learning_rate
+        try:
+            loss = _step(run)
+        except torch.cuda.OutOfMemoryError:
+            if run.batch_size == 1:
+                raise
+            torch.cuda.empty_cache()
+            run.optimizer.zero_grad(set_to_none=True)
+            run.batch_size = max(1, run.batch_size // 2)
+            yield Notice(f"CUDA out of memory; continuing with batch size {run.batch_size}")
+            continue
+        run.step += 1
+        losses.append(loss)
+        samples += run.batch_size
+        now = time.perf_counter()
+        if now - run.last_step_event >= _STEP_EVENT_SECONDS:
+            run.last_step_event = now
+            yield StepEnd(
+                run.epoch,
+                run.step,
+                float(loss),
+                run.learning_rate,
+                now - run.start_time,
+                run.progress(),
+            )
+    return losses, samples, False, time.perf_counter() - started
+
+
+def _end_of_epoch(run: _Run, losses, samples: int, seconds: float) -> Generator:
+    """Validation loss, checkpoint of the best weights, the epoch's record and events."""
+    val_loss = run.validation_loss()
+    train_loss = float(torch.stack(losses).mean())
+    monitored = val_loss if val_loss is not None else train_loss
+    is_best = monitored < run.best_loss
+    if is_best:
+        run.best_loss, run.bad_epochs = monitored, 0
+        run.best_state = _state_copy(run.network)
+    else:
+        run.bad_epochs += 1
+    record = {
+        "epoch": run.epoch,
+        "step": run.step,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "learning_rate": run.learning_rate,
+        "elapsed": time.perf_counter() - run.start_time,
+        "samples_per_second": samples / max(1e-9, seconds),
+    }
+    run.model.history.append(record)
+    yield EpochEnd(
+        run.epoch,
+        run.step,
+        train_loss,
+        val_loss,
+        run.learning_rate,
+        record["elapsed"],
+        record["samples_per_second"],
+        run.progress(),
+        is_best,
+    )
+    if run.val_pairs and run.config.val_ap_every and run.epoch % run.config.val_ap_every == 0:
+        ap = _validation_ap(run.model, run.val_pairs, run.config)
+        record["val_ap"] = {str(k): v for k, v in ap.items()}
+        yield ValidationMetrics(run.epoch, ap, time.perf_counter() - run.start_time)
+
+
+def _finish(run: _Run, start_model: SegmentationModel | None) -> Generator:
+    """Restore the best weights, tune thresholds, and keep the starting model if it was
+    at least as good; returns whether it was kept."""
+    best_state = run.best_state
+    kept_start = (
+        start_model is not None
+        and best_state is not None
+        and (run.epoch == 0 or _same_weights(best_state, start_model))
+    )
     if best_state is not None:
-        network.load_state_dict(best_state)
-    network.eval()
-    model.train_config = config.to_dict()
-    if val_pairs and config.tune_thresholds and best_state is not None:
-        tune_pairs = limit_pixels(val_pairs, config.tune_max_pixels)
+        run.network.load_state_dict(best_state)
+    run.network.eval()
+    run.model.train_config = run.config.to_dict()
+    if run.val_pairs and run.config.tune_thresholds and best_state is not None:
+        tune_pairs = limit_pixels(run.val_pairs, run.config.tune_max_pixels)
         yield Notice(
             f"Choosing post-processing thresholds on {len(tune_pairs)} validation image(s)..."
         )
-        params, counts, score = _tuned(model, tune_pairs)
+        params, counts, score = _tuned(run.model, tune_pairs)
         if start_model is not None and not kept_start:
             start_params, start_counts, start_score = _tuned(start_model, tune_pairs)
             if start_score >= score:
-                network.load_state_dict(_state_copy(start_model.network))
+                run.network.load_state_dict(_state_copy(start_model.network))
                 params, counts, kept_start = start_params, start_counts, True
-        model.postprocess = params
+        run.model.postprocess = params
         yield ThresholdsChosen(params.to_dict(), {c.threshold: c.ap for c in counts})
     if kept_start:
         yield Notice(
             "Kept the starting model: fine-tuning did not improve validation AP "
             "(its thresholds and input settings now fit your images)."
         )
-    elapsed = time.perf_counter() - start_time
-    yield TrainingFinished(
-        model,
-        reason,
-        epoch,
-        step,
-        elapsed,
-        None if math.isinf(best_loss) else best_loss,
-        kept_start=kept_start,
-    )
-    return model
+    return kept_start
 
 
 def _state_copy(network: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -339,14 +427,15 @@ def _tuned(model: SegmentationModel, pairs) -> tuple[PostprocessConfig, list, fl
     return params, counts, tuning_score(cache.counts(params, (0.5, 0.7)))
 
 
-def _score_start(model, sampler, val_patches, val_pairs, config, class_weights):
-    """Epoch 0: the starting model's training and validation loss (and AP)."""
-    mode, device = model.config.mode, model.device
-    amp = autocast_dtype(device) if config.mixed_precision else None
-    start = time.perf_counter()
-    val_loss = _validation_loss(model.network, val_patches, mode, class_weights, amp, device)
-    train_patches = sampler.grid_patches(_MAX_VAL_PATCHES)
-    train_loss = _validation_loss(model.network, train_patches, mode, class_weights, amp, device)
+def _score_start(run: _Run) -> Generator:
+    """Epoch 0: the starting model's training and validation loss (and AP); its weights
+    are the checkpoint to beat."""
+    started = time.perf_counter()
+    val_loss = run.validation_loss()
+    train_patches = run.sampler.grid_patches(_MAX_VAL_PATCHES)
+    train_loss = _validation_loss(
+        run.network, train_patches, run.mode, run.class_weights, run.amp_dtype, run.device
+    )
     record = {
         "epoch": 0,
         "step": 0,
@@ -357,12 +446,13 @@ def _score_start(model, sampler, val_patches, val_pairs, config, class_weights):
         "samples_per_second": 0.0,
         "start": True,
     }
-    model.history.append(record)
+    run.model.history.append(record)
+    run.best_loss, run.best_state = val_loss, _state_copy(run.network)
     yield EpochEnd(0, 0, train_loss, val_loss, 0.0, 0.0, 0.0, 0.0, True)
-    if config.val_ap_every:
-        ap = _validation_ap(model, val_pairs, config)
+    if run.config.val_ap_every:
+        ap = _validation_ap(run.model, run.val_pairs, run.config)
         record["val_ap"] = {str(k): v for k, v in ap.items()}
-        yield ValidationMetrics(0, ap, time.perf_counter() - start)
+        yield ValidationMetrics(0, ap, time.perf_counter() - started)
 
 
 def _initial_model(pairs, model_config, initial_model, device, adapt) -> SegmentationModel:
@@ -396,30 +486,24 @@ def _class_weights(sampler: PatchSampler, device: torch.device) -> torch.Tensor:
     return boundary_class_weights(counts).to(device)
 
 
-def _step(
-    network,
-    optimizer,
-    sampler,
-    batch_size,
-    config,
-    mode,
-    categorical,
-    class_weights,
-    generator,
-    device,
-    amp_dtype,
-) -> torch.Tensor:
-    image, targets, mask = sampler.sample(batch_size)
+def _step(run: _Run) -> torch.Tensor:
+    """One optimiser step on a fresh augmented batch; returns the loss (on the device)."""
+    image, targets, mask = run.sampler.sample(run.batch_size)
     image, targets, mask = augment_batch(
-        image, targets, mask, config.augment, categorical=categorical, generator=generator
+        image,
+        targets,
+        mask,
+        run.config.augment,
+        categorical=run.categorical,
+        generator=run.generator,
     )
     image = image.contiguous(memory_format=memory_format(image.ndim - 2))
-    with autocast(device, amp_dtype):
-        raw = network(image)
-    loss = segmentation_loss(raw, targets, mask, mode, class_weights)
-    optimizer.zero_grad(set_to_none=True)
+    with autocast(run.device, run.amp_dtype):
+        raw = run.forward(image)
+    loss = segmentation_loss(raw, targets, mask, run.mode, run.class_weights)
+    run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    optimizer.step()
+    run.optimizer.step()
     # Returned as a tensor: converting to float here would wait for the GPU every step.
     return loss.detach()
 
