@@ -82,13 +82,15 @@ def test_bad_diameters_are_refused(bad):
 def test_zoomed_prediction_comes_back_at_the_input_shape():
     model = _model(diameter=10.0, diameter_range=(8.0, 12.0))
     image = np.random.default_rng(0).integers(0, 255, (70, 90)).astype(np.uint8)
-    assert model.zoom_for(None) == 1.0 and model.zoom_for(20.0) == 0.5
+    # objects inside the known range stay at their size; others are zoomed to its nearest end
+    assert model.zoom_for(None) == 1.0 and model.zoom_for(11.0) == 1.0
+    assert model.zoom_for(20.0) == pytest.approx(0.6) and model.zoom_for(4.0) == 2.0
     seen = []
     out = model.predict_outputs(image, adapt=AdaptOptions(diameter=20.0))
     assert out.shape == (2, 70, 90)
     list(
         model.predict_outputs_many(
-            [image], adapt=AdaptOptions(diameter=5.0), on_adapted=seen.append
+            [image], adapt=AdaptOptions(diameter=4.0), on_adapted=seen.append
         )
     )
     assert seen[0].zoom == 2.0 and seen[0].input_shape == (70, 90)

@@ -104,4 +104,4 @@ def test_input_record_and_description_survive_a_round_trip(tmp_path):
     model.info = {"name": "mine", "description": "test"}
     loaded = load_model(save_model(model, tmp_path / "m.pt", half_precision=True))
     assert loaded.input == model.input and loaded.info == model.info
-    assert loaded.zoom_for(None) == 0.5
+    assert loaded.zoom_for(None) == pytest.approx(20 / 28)  # 28 px objects into 9-20 px

@@ -25,8 +25,9 @@ PolarityChoice = Literal["auto", "bright", "dark"]
 POLARITY_CHOICES: tuple[str, ...] = ("auto", "bright", "dark")
 # Rec. 709 luma weights, as scikit-image's rgb2gray uses.
 _LUMA = np.array([0.2125, 0.7154, 0.0721], np.float32)
-# Zooms this close to 1 are not worth resampling for.
-_ZOOM_TOLERANCE = 0.05
+# Zooms this close to 1 are not worth resampling for: training zooms patches by 0.67-1.5
+# anyway, and resampling blurs.
+_ZOOM_TOLERANCE = 0.2
 
 
 @dataclass
@@ -48,10 +49,11 @@ class InputSpec:
     diameter : float or None
         Median object diameter in pixels as the network saw them in training.
     diameter_range : (float, float) or None
-        10th and 90th percentiles of those diameters: sizes the network knows.
+        10th and 90th percentiles of those diameters: sizes the network knows. Images whose
+        objects lie outside are zoomed to the nearest end (see :func:`zoom_for`).
     image_diameter : float or None
         Median object diameter in the images the model was last trained on, before zooming;
-        prediction with ``diameter=None`` zooms by ``diameter / image_diameter``.
+        prediction with ``diameter=None`` zooms as for objects of this size.
     """
 
     polarity: Polarity = "bright"
@@ -351,16 +353,19 @@ def diameter_range(diameters: np.ndarray) -> tuple[float, float] | None:
 
 
 def zoom_for(spec: InputSpec, diameter: float | None) -> float:
-    """Zoom that gives objects of ``diameter`` pixels the model's object size.
+    """Zoom that brings objects of ``diameter`` pixels into the sizes the model knows.
 
-    ``None`` uses the size the model was last trained on; 1.0 when the model records no size.
+    Objects already inside the model's diameter range are left at their size (zoom 1:
+    no detail is lost); smaller or larger ones are zoomed to the nearest end of the range.
+    ``None`` uses the diameter recorded for the model's own images (1.0 when none is).
     """
     if spec.diameter is None:
         return 1.0
     source = diameter if diameter is not None else spec.image_diameter
     if source is None:
         return 1.0
-    zoom = spec.diameter / float(source)
+    low, high = spec.diameter_range or (spec.diameter, spec.diameter)
+    zoom = min(max(float(source), low), high) / float(source)
     return 1.0 if abs(zoom - 1.0) < _ZOOM_TOLERANCE else zoom
 
 

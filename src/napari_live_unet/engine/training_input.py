@@ -2,7 +2,7 @@
 
 Fine-tuning a model (the built-in starter, say) on a new kind of image first turns the
 images into what the network knows: colour into luminance, dark objects into bright ones,
-objects far outside the sizes the network saw zoomed to its typical size. The decisions are
+objects outside the sizes the network saw zoomed into its range. The decisions are
 recorded in the model's :class:`~napari_live_unet.engine.image_adapter.InputSpec`, so
 prediction later fits new images the same way.
 """
@@ -26,6 +26,7 @@ from .image_adapter import (
     polarity_from_annotations,
     resize,
     to_model_channels,
+    zoom_for,
     zoomed_shape,
 )
 
@@ -90,13 +91,9 @@ def fit_training_data(
     )
     measured = float(np.median(sizes)) if sizes.size else None
     image_diameter = options.diameter if options.diameter is not None else measured
-    zoom = 1.0
-    if fine_tuning and spec.diameter is not None and image_diameter is not None:
-        known = spec.diameter_range or (spec.diameter, spec.diameter)
-        if options.diameter is not None or not known[0] <= image_diameter <= known[1]:
-            zoom = spec.diameter / image_diameter
-            if abs(zoom - 1.0) < 0.05:
-                zoom = 1.0
+    # A new model learns the data at its own size; a trained one sees objects zoomed into
+    # the range of sizes it knows.
+    zoom = zoom_for(spec, image_diameter) if fine_tuning and image_diameter else 1.0
 
     def fit(pair: TrainingPair) -> TrainingPair:
         image, intensity_range = pair.image, pair.intensity_range
