@@ -118,15 +118,20 @@ class SegmentationModel:
         """Raise :class:`InputError` if :meth:`adapt_image` would refuse ``image``: its
         channels cannot be fitted, or it holds NaN or Inf pixels."""
         options = options or AdaptOptions()
-        data, is_rgb = split_channels(image, self.config.ndim, channel_axis, name)
-        name = f"{name} of shape {tuple(image.shape)}"
-        channel = options.channel
-        if channel is None and data.shape[0] > self.config.in_channels == 1 and not is_rgb:
-            channel = self.input.channel
+        data, is_rgb, channel, name = self._split(image, options, channel_axis, name)
         check_model_channels(
             data.shape[0], self.config.in_channels, is_rgb=is_rgb, channel=channel, name=name
         )
         check_finite(data, name)
+
+    def _split(self, image, options: AdaptOptions, channel_axis, name):
+        """Channel-first data, whether it is RGB(A), the channel to take (the user's, or the
+        one this model was trained on), and a name for messages that gives the shape."""
+        data, is_rgb = split_channels(image, self.config.ndim, channel_axis, name)
+        channel = options.channel
+        if channel is None and data.shape[0] > self.config.in_channels == 1 and not is_rgb:
+            channel = self.input.channel
+        return data, is_rgb, channel, f"{name} of shape {tuple(image.shape)}"
 
     def zoom_for(self, diameter: float | None = None) -> float:
         """Zoom applied to images whose objects are ``diameter`` pixels across (None: auto)."""
@@ -153,11 +158,7 @@ class SegmentationModel:
             the model reads).
         """
         options = options or AdaptOptions()
-        data, is_rgb = split_channels(image, self.config.ndim, channel_axis, name)
-        name = f"{name} of shape {tuple(image.shape)}"
-        channel = options.channel
-        if channel is None and data.shape[0] > self.config.in_channels == 1 and not is_rgb:
-            channel = self.input.channel
+        data, is_rgb, channel, name = self._split(image, options, channel_axis, name)
         data, channel_note = to_model_channels(
             data, self.config.in_channels, is_rgb=is_rgb, channel=channel, name=name
         )
