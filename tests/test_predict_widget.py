@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 
 import napari_live_unet
 from napari_live_unet.current_model import current_model
-from napari_live_unet.engine import ModelConfig, SegmentationModel, save_model
+from napari_live_unet.engine import ModelConfig, PostprocessConfig, SegmentationModel, save_model
 from napari_live_unet.engine.image_adapter import InputSpec, estimate_diameter
 from napari_live_unet.engine.targets import normalized_distance
 from napari_live_unet.sample_data import load_sample
@@ -377,3 +377,16 @@ def test_measure_sets_the_diameter_and_predictions_use_it(setup, qtbot):
     expected = model.instances(outputs, widget.params(), diameter=widget.inputs.diameter.value())
     np.testing.assert_array_equal(viewer.layers["cells predictions"].data, expected)
     assert fake.calls == 1
+
+
+def test_thresholds_are_empty_until_a_model_sets_them(make_napari_viewer):
+    """Issue 11 (15): no "0.00" thresholds before any model is loaded."""
+    widget = PredictWidget(make_napari_viewer())
+    spins = widget.thresholds._spins()
+    assert all(not s.isEnabled() and s.text() == "–" for s in spins)
+    model = tiny_model()
+    model.postprocess = PostprocessConfig(fg_threshold=0.45, seed_threshold=0.3, min_size=0)
+    current_model.set(model, "test")
+    assert all(s.isEnabled() for s in spins)
+    assert widget.thresholds.fg_threshold.value() == pytest.approx(0.45)
+    assert widget.thresholds.min_size.text() == "0"  # a real 0, not the empty sign

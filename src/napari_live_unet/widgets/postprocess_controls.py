@@ -60,8 +60,21 @@ class PostprocessControls(QGroupBox):
         )
 
     def set_mode(self, mode: str | None) -> None:
-        """Seed prominence only applies to distance mode."""
-        self.seed_prominence.setEnabled(mode in (None, "distance"))
+        """Enable the boxes for a model of ``mode``; seed prominence only in distance mode.
+
+        ``None`` (no model yet): the boxes show "–" and are disabled, rather than values
+        that no model chose.
+        """
+        has_model = mode is not None
+        for spin in self._spins():
+            # The special text shows at the minimum, which is a real value once a model is set.
+            spin.setSpecialValueText("" if has_model else "–")
+            if not has_model:
+                spin.blockSignals(True)
+                spin.setValue(spin.minimum())
+                spin.blockSignals(False)
+            spin.setEnabled(has_model)
+        self.seed_prominence.setEnabled(mode == "distance")
 
 
 def _spin(low: float, high: float, step: float, decimals: int) -> QDoubleSpinBox:
