@@ -89,7 +89,12 @@ def test_continue_fine_tunes_the_current_model(make_napari_viewer, qtbot):
     wait_done(qtbot, widget)
     second = current_model.model
     assert second is not first
-    assert widget.plot.epochs == [0, 1, 2]  # epoch 0: the model it started from
+    # The first run's curve stays; the continued run follows from its last epoch (its
+    # epoch 0, the model it started from), after a restart mark.
+    assert widget.plot.epochs == [1, 2, 2, 3, 4] and widget.plot.restarts == [2]
+    assert len(widget.plot.start_points()) == 2  # train and val loss of the restart
+    axis = widget.plot.plot_widget.getPlotItem().getAxis("left")
+    assert not axis.autoSIPrefix  # plain loss numbers, no "x0.001"
     assert len(second.history) == 5  # history continues from the first run, then epoch 0
     assert second.config == first.config
 

@@ -72,5 +72,6 @@ def test_annotate_train_predict_correct_retrain(make_napari_viewer, qtbot):
     trainer.start(continue_training=True)
     qtbot.waitUntil(lambda: not trainer.is_training, timeout=120_000)
     assert current_model.model is not first
-    assert trainer.plot.epochs == [0, 1, 2, 3]  # epoch 0: the model it started from
+    # the first run's curve stays; the continued run starts (its epoch 0) at its end
+    assert trainer.plot.epochs == [1, 2, 3, 3, 4, 5, 6]
     assert len(current_model.model.history) == 7

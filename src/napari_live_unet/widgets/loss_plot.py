@@ -1,12 +1,15 @@
 """Live plot of train/validation loss and validation AP per epoch (pyqtgraph).
 
 A run that fine-tunes a trained model starts with epoch 0: the starting model's scores,
-marked with a star, so the curves start at its level.
+marked with a star, so the curves start at its level. *Continue* keeps the earlier runs'
+curves: the new run is drawn after them, from a dashed line at the restart.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pyqtgraph as pg
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 _TRAIN_COLOUR = "#f0a030"
@@ -29,6 +32,7 @@ class LossPlot(QWidget):
         item = self.plot_widget.getPlotItem()
         item.setLabel("bottom", "epoch")
         item.setLabel("left", "loss")
+        item.getAxis("left").enableAutoSIPrefix(False)  # plain numbers, no "x0.001"
         item.showGrid(x=True, y=True, alpha=0.2)
         item.addLegend(offset=(-10, 10))
         self._train = item.plot([], [], pen=pg.mkPen(_TRAIN_COLOUR, width=2), name="train loss")
@@ -48,6 +52,7 @@ class LossPlot(QWidget):
         item.scene().addItem(self._ap_view)
         item.getAxis("right").linkToView(self._ap_view)
         item.getAxis("right").setLabel("val AP@0.5", color=_AP_COLOUR)
+        item.getAxis("right").enableAutoSIPrefix(False)
         self._ap_view.setXLink(item)
         self._ap_view.setYRange(0, 1, padding=0)
         self._ap_view.setMouseEnabled(y=False)
@@ -74,18 +79,44 @@ class LossPlot(QWidget):
 
     def clear(self) -> None:
         """Forget all points (a new training run starts)."""
-        self.epochs: list[int] = []
+        self.epochs: list[float] = []
         self.train_loss: list[float] = []
-        self.val_epochs: list[int] = []
+        self.val_epochs: list[float] = []
         self.val_loss: list[float] = []
-        self.ap_epochs: list[int] = []
+        self.ap_epochs: list[float] = []
         self.ap: list[float] = []
+        self.restarts: list[float] = []  # x positions where a continued run began
+        self._start_train: list[int] = []  # indices of epoch-0 points
+        self._start_val: list[int] = []
+        self._offset = 0.0
+        for line in getattr(self, "_restart_lines", []):
+            self.plot_widget.getPlotItem().removeItem(line)
+        self._restart_lines: list[pg.InfiniteLine] = []
         self._redraw()
+
+    def start_run(self, continue_previous: bool) -> None:
+        """Get ready for a run: a new one clears the plot; a continued one is drawn after the
+        earlier runs, its epoch 0 (the model it continues from) at their last epoch."""
+        if not continue_previous or not self.epochs:
+            self.clear()
+            return
+        self._offset = self.epochs[-1]
+        self.restarts.append(self._offset)
+        line = pg.InfiniteLine(
+            self._offset, angle=90, pen=pg.mkPen(_START_COLOUR, width=1, style=Qt.PenStyle.DashLine)
+        )
+        self.plot_widget.getPlotItem().addItem(line)
+        self._restart_lines.append(line)
 
     def add_epoch(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
         """Append one epoch's losses (``val_loss`` None when there is no validation data)."""
-        self.epochs.append(epoch)
+        if epoch == 0:
+            self._start_train.append(len(self.epochs))
+            if val_loss is not None:
+                self._start_val.append(len(self.val_epochs))
+        epoch = epoch + self._offset
         self.train_loss.append(train_loss)
+        self.epochs.append(epoch)
         if val_loss is not None:
             self.val_epochs.append(epoch)
             self.val_loss.append(val_loss)
@@ -93,20 +124,30 @@ class LossPlot(QWidget):
 
     def add_ap(self, epoch: int, ap: float) -> None:
         """Append a validation AP@0.5 value."""
-        self.ap_epochs.append(epoch)
+        self.ap_epochs.append(epoch + self._offset)
         self.ap.append(ap)
         self._redraw()
 
-    def start_points(self) -> list[tuple[int, float]]:
-        """The starting model's losses (epoch 0), train first; empty for a new model."""
-        train = [(e, x) for e, x in zip(self.epochs, self.train_loss, strict=True) if e == 0]
-        val = [(e, x) for e, x in zip(self.val_epochs, self.val_loss, strict=True) if e == 0]
+    def start_points(self) -> list[tuple[float, float]]:
+        """The starting models' losses (epoch 0 of each run), train first; empty for a new
+        model."""
+        train = [(self.epochs[i], self.train_loss[i]) for i in self._start_train]
+        val = [(self.val_epochs[i], self.val_loss[i]) for i in self._start_val]
         return train + val
 
     def _redraw(self) -> None:
-        self._train.setData(self.epochs, self.train_loss)
-        self._val.setData(self.val_epochs, self.val_loss)
+        self._train.setData(*self._runs(self.epochs, self.train_loss), connect="finite")
+        self._val.setData(*self._runs(self.val_epochs, self.val_loss), connect="finite")
         start = self.start_points()
         self._start.setData([e for e, _ in start], [x for _, x in start])
-        self._ap.setData(self.ap_epochs, self.ap)
+        self._ap.setData(*self._runs(self.ap_epochs, self.ap), connect="finite")
         self._sync_views()
+
+    def _runs(self, xs: list[float], ys: list[float]) -> tuple[np.ndarray, np.ndarray]:
+        """Points with a gap (NaN) before each restart, so runs are not joined by a line."""
+        x, y = np.asarray(xs, float), np.asarray(ys, float)
+        if not self.restarts or x.size == 0:
+            return x, y
+        # A run's first point repeats the previous run's last x: break the line there.
+        breaks = [i for i in range(1, x.size) if x[i] <= x[i - 1]]
+        return np.insert(x, breaks, np.nan), np.insert(y, breaks, np.nan)

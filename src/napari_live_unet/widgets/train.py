@@ -186,7 +186,7 @@ class TrainWidget(QWidget):
         self.preview.start(
             self._preview_image_for(sources), sources[0].spatial_ndim if sources else 2
         )
-        self.plot.clear()
+        self.plot.start_run(continue_previous=continue_training)
         self._start_note = ""
         self._started_at = time.monotonic()
         self.worker = create_worker(
