@@ -205,3 +205,36 @@ def test_regions_from_shapes_maps_world_to_image_pixels():
     line = Shapes([np.array([[0.0, 0.0], [5.0, 5.0]])], shape_type="line")
     with pytest.raises(InputError, match="line"):
         regions_from_shapes(line, 2)
+
+
+def test_the_sample_labels_are_its_ground_truth_everywhere(viewer_and_widget):
+    """Issue 11 (13): the sample's 'nuclei ground truth' pairs with its image; the model's
+    own layers are never offered as ground truth; mismatched pairs are refused."""
+    from napari_live_unet.widgets.training_data import TrainingDataPicker
+
+    viewer, widget = viewer_and_widget
+    viewer.open_sample("napari-live-unet", "nuclei")
+    image = viewer.layers["nuclei (DSB2018 sample)"]
+    sample_labels = viewer.layers["nuclei ground truth"]
+    viewer.add_labels(
+        np.zeros(image.data.shape, np.int32), name="nuclei (DSB2018 sample) predictions"
+    )
+    widget.reset_choices()
+    widget._image_combo.value = image
+    assert widget.labels_layer is sample_labels
+    n_layers = len(viewer.layers)
+    assert widget.new_ground_truth() is sample_labels  # selected, nothing new created
+    assert len(viewer.layers) == n_layers
+
+    picker = TrainingDataPicker(viewer)
+    picker.reset_choices()
+    picker.image.value = image
+    offered = [name for name, _ in picker._ground_truth_choices()]
+    assert "nuclei ground truth" in offered
+    assert not any(name.endswith((" predictions", " live preview")) for name in offered)
+    assert picker.labels.value is sample_labels
+    small = viewer.add_labels(np.zeros((10, 10), np.int32), name="other labels")
+    picker.reset_choices()
+    picker.labels.value = small
+    with pytest.raises(InputError, match=r"'other labels' has shape \(10, 10\).*'nuclei \(DSB2018"):
+        picker.add_current_pair()

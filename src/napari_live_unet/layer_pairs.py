@@ -132,6 +132,9 @@ def layer_image_data(image_layer: Image):
     return image_layer.data[0] if image_layer.multiscale else image_layer.data
 
 
+MODEL_OUTPUT_SUFFIXES = (" predictions", " live preview")
+
+
 def ground_truth_of(layers, image_layer: Image) -> Labels | None:
     """The ground-truth Labels layer paired with ``image_layer``, if one can be told.
 
@@ -147,13 +150,20 @@ def ground_truth_of(layers, image_layer: Image) -> Labels | None:
     shape = tuple(layer_image_data(image_layer).shape)
     shape = shape[:-1] if image_layer.rgb else shape
     candidates = [
-        layer
-        for layer in layers
-        if isinstance(layer, Labels)
-        and tuple(layer.data.shape) == shape
-        and not layer.name.endswith((" predictions", " live preview"))
+        layer for layer in ground_truth_candidates(layers) if tuple(layer.data.shape) == shape
     ]
     return candidates[0] if len(candidates) == 1 else None
+
+
+def ground_truth_candidates(layers) -> list[Labels]:
+    """Labels layers that can be ground truth: not the plugin's predictions or previews."""
+    from napari.layers import Labels
+
+    return [
+        layer
+        for layer in layers
+        if isinstance(layer, Labels) and not layer.name.endswith(MODEL_OUTPUT_SUFFIXES)
+    ]
 
 
 def _ellipse_polygon(corners: np.ndarray) -> np.ndarray:

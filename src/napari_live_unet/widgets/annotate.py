@@ -23,9 +23,8 @@ from qtpy.QtWidgets import (
 from ..engine.annotation_set import load_annotation_set, save_annotation_set
 from ..engine.data import TrainingPair
 from ..engine.errors import InputError
-from ..layer_pairs import pairs_from_layers
+from ..layer_pairs import ground_truth_of, pairs_from_layers
 from ._annotation_layers import (
-    GROUND_TRUTH_SUFFIX,
     REGIONS_SUFFIX,
     ROLE_TITLES,
     add_annotated_item,
@@ -144,11 +143,12 @@ class AnnotateWidget(QWidget):
 
     @property
     def labels_layer(self) -> Labels | None:
-        """The ground truth of :attr:`image_layer` (``"<image> ground truth"``), if any."""
+        """The ground truth of :attr:`image_layer`: ``"<image> ground truth"``, or the only
+        labels layer of its shape (as the bundled sample names it), if any."""
         image = self.image_layer
         if image is None:
             return None
-        return find_layer(self.viewer, image.name + GROUND_TRUTH_SUFFIX, Labels)
+        return ground_truth_of(self.viewer.layers, image)
 
     @property
     def regions_layer(self) -> Shapes | None:

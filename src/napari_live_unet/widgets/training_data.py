@@ -32,7 +32,12 @@ from ..engine.annotation_set import pairs_from_annotation_set
 from ..engine.data import TrainingPair, load_folder_pairs
 from ..engine.errors import InputError
 from ..engine.regions import Region, pairs_from_regions
-from ..layer_pairs import regions_from_shapes
+from ..layer_pairs import (
+    ground_truth_candidates,
+    ground_truth_of,
+    layer_image_data,
+    regions_from_shapes,
+)
 
 _NO_REGIONS = "(whole images)"
 
@@ -91,7 +96,7 @@ class TrainingDataPicker(QWidget):
         group.addButton(self.from_layers)
         group.addButton(self.from_folder)
         self.image = ComboBox(choices=self._layers_of(Image))
-        self.labels = ComboBox(choices=self._layers_of(Labels))
+        self.labels = ComboBox(choices=self._ground_truth_choices)
         self.regions = ComboBox(choices=self._regions_choices)
         self.spatial = QComboBox()
         self.spatial.addItems(["2D (each slice or frame is an image)", "3D volumes"])
@@ -137,6 +142,10 @@ class TrainingDataPicker(QWidget):
 
         return choices
 
+    def _ground_truth_choices(self, _widget=None):
+        # Predictions and live previews are the model's output, never ground truth.
+        return [(layer.name, layer) for layer in ground_truth_candidates(self.viewer.layers)]
+
     def _regions_choices(self, _widget=None):
         return [(_NO_REGIONS, None), *self._layers_of(Shapes)()]
 
@@ -146,14 +155,17 @@ class TrainingDataPicker(QWidget):
         self._guess_partners()
 
     def _guess_partners(self, *_args) -> None:
-        """Select '<image> ground truth' and '<image> regions' when they exist."""
+        """Select the image's ground truth ('<image> ground truth', or the only labels layer
+        of its shape, as in the bundled sample) and '<image> regions' when they exist."""
         image = self.image.value
         if image is None:
             return
-        for combo, suffix in ((self.labels, "ground truth"), (self.regions, "regions")):
-            name = f"{image.name} {suffix}"
-            if name in self.viewer.layers:
-                combo.value = self.viewer.layers[name]
+        labels = ground_truth_of(self.viewer.layers, image)
+        if labels is not None:
+            self.labels.value = labels
+        name = f"{image.name} regions"
+        if name in self.viewer.layers:
+            self.regions.value = self.viewer.layers[name]
 
     def _sync(self) -> None:
         layers = self.from_layers.isChecked()
@@ -176,6 +188,13 @@ class TrainingDataPicker(QWidget):
         image, labels = self.image.value, self.labels.value
         if image is None or labels is None:
             raise InputError("choose an image layer and its ground-truth labels layer first")
+        image_shape = tuple(layer_image_data(image).shape)
+        image_shape = image_shape[:-1] if image.rgb else image_shape
+        if tuple(labels.data.shape) != image_shape:
+            raise InputError(
+                f"ground truth '{labels.name}' has shape {tuple(labels.data.shape)} but image "
+                f"'{image.name}' has {image_shape}: they cannot be a pair"
+            )
         entry = (image, labels, self.regions.value, self.spatial_ndim)
         self._added.append(entry)
         regions = f", {entry[2].name}" if entry[2] is not None else ""
