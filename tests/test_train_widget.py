@@ -9,6 +9,7 @@ import pytest
 from qtpy.QtCore import QTimer
 
 from napari_live_unet.current_model import current_model
+from napari_live_unet.engine import ModelConfig, SegmentationModel
 from napari_live_unet.engine.image_adapter import estimate_diameter
 from napari_live_unet.engine.model_file import load_model, save_model
 from napari_live_unet.widgets import train as train_module
@@ -284,3 +285,30 @@ def test_starts_from_a_model_file_or_the_current_model(make_napari_viewer, qtbot
     widget.start()
     wait_done(qtbot, widget)
     assert widget.plot.epochs == [0, 1]
+
+
+@pytest.mark.parametrize("content", ["truncated", "foreign"])
+def test_a_bad_model_file_dropped_on_the_viewer_gets_a_clear_message(
+    make_napari_viewer, tmp_path, monkeypatch, content
+):
+    """Issue 11 (14): the plugin explains; the current model stays."""
+    import torch
+
+    from napari_live_unet import model_reader
+
+    path = tmp_path / "model.pt"
+    if content == "truncated":
+        save_model(SegmentationModel.create(ModelConfig(base_channels=4, depth=2)), path)
+        path.write_bytes(path.read_bytes()[:500])
+    else:
+        torch.save({"weights": torch.zeros(3)}, path)  # another tool's checkpoint
+    viewer = make_napari_viewer()
+    before = SegmentationModel.create(ModelConfig(base_channels=4, depth=2))
+    current_model.set(before, "kept")
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    assert model_reader.get_reader(str(path)) is not None
+    assert viewer.open(str(path), plugin="napari-live-unet") == []
+    assert current_model.model is before
+    expected = "not a readable model file" if content == "truncated" else "not a napari-live-unet"
+    assert len(shown) == 1 and expected in shown[0] and "model.pt" in shown[0]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 from .current_model import current_model
+from .engine.errors import InputError
 from .engine.model_file import load_model
 
 _SUFFIXES = (".pt", ".pth")
@@ -15,14 +15,15 @@ _SUFFIXES = (".pt", ".pth")
 def get_reader(path: str | list[str]) -> Callable[[str], list[tuple]] | None:
     """Return a reader for a napari-live-unet model file, or None for anything else.
 
-    torch saves zip archives; any other file with a ``.pt`` suffix is left to other readers.
+    Any ``.pt``/``.pth`` file is taken, so that a truncated or foreign one gets this
+    plugin's explanation instead of napari's "no reader" message.
     """
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
     p = Path(path)
-    if p.suffix.lower() not in _SUFFIXES or not p.is_file() or not zipfile.is_zipfile(p):
+    if p.suffix.lower() not in _SUFFIXES or not p.is_file():
         return None
     return read_model
 
@@ -30,14 +31,16 @@ def get_reader(path: str | list[str]) -> Callable[[str], list[tuple]] | None:
 def read_model(path: str) -> list[tuple]:
     """Load the model, make it current, and add no layer.
 
-    Raises
-    ------
-    InputError
-        The file is not a readable napari-live-unet model (napari shows the message).
+    A file that is not a readable napari-live-unet model (truncated, damaged, another
+    tool's) is reported in a notification that says what is wrong; the current model stays.
     """
-    from napari.utils.notifications import show_info
+    from napari.utils.notifications import show_error, show_info
 
-    model = load_model(path)
+    try:
+        model = load_model(path)
+    except InputError as exc:
+        show_error(f"Live U-net: {exc}")
+        return [(None,)]
     current_model.set(model, str(path))
     show_info(f"Live U-net: model {Path(path).name} loaded ({model.config.mode} mode)")
     return [(None,)]  # napari's sentinel for "read fine, nothing to add"
