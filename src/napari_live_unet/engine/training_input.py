@@ -66,12 +66,16 @@ def fit_training_data(
     n_channels = pairs[0].image.shape[0] if pairs else model_channels
     if options.all_channels and model_channels == 1 and n_channels > 1:
         model_channels = n_channels
-    everything = pairs + val_pairs
-    notes = {_channels(p, model_channels, options.channel)[1] for p in everything} - {""}
-    pairs = [_with_image(p, _channels(p, model_channels, options.channel)[0]) for p in pairs]
-    val_pairs = [
-        _with_image(p, _channels(p, model_channels, options.channel)[0]) for p in val_pairs
-    ]
+    notes: set[str] = set()
+
+    def convert(pair: TrainingPair) -> TrainingPair:
+        image, note = _channels(pair, model_channels, options.channel)
+        notes.add(note)
+        return _with_image(pair, image)
+
+    # Each image is converted once (luminance of a large RGB image is not free).
+    pairs, val_pairs = [convert(p) for p in pairs], [convert(p) for p in val_pairs]
+    notes.discard("")
     everything = pairs + val_pairs
 
     if options.polarity != "auto":
