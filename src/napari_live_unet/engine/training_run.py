@@ -1,0 +1,221 @@
+"""One training run's set-up and state: data fitted to the model, sampler, optimiser.
+
+:func:`set_up` turns the arguments of :func:`~napari_live_unet.engine.train.train` into a
+:class:`TrainingRun`; the loop in ``train.py`` then only steps, validates and checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+import torch
+
+from .config import ModelConfig, NormalizationConfig, PostprocessConfig, TrainConfig
+from .data import TrainingPair, split_validation
+from .device import autocast, autocast_dtype, resolve_device
+from .errors import InputError
+from .image_adapter import Adaptation, AdaptOptions, channel_weights
+from .losses import boundary_class_weights, segmentation_loss
+from .model import SegmentationModel
+from .sampler import PatchSampler
+from .training_input import fit_training_data
+from .unet import memory_format, widen_input
+
+MAX_VAL_PATCHES = 64
+
+
+class StopReason(str, Enum):
+    """Why the training loop ended (``TrainingFinished.reason``)."""
+
+    FINISHED = "finished"
+    TIME_BUDGET = "time budget reached"
+    STOPPED = "stopped"
+    EARLY_STOPPING = "early stopping"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class TrainingRun:
+    """One training run: what is fixed at set-up, and what changes step by step."""
+
+    model: SegmentationModel
+    network: torch.nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the network, compiled or not
+    optimizer: torch.optim.Optimizer
+    sampler: PatchSampler
+    val_pairs: list[TrainingPair]
+    val_patches: list
+    config: TrainConfig
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    class_weights: torch.Tensor | None
+    generator: torch.Generator
+    batch_size: int
+    start_time: float = field(default_factory=time.perf_counter)
+    step: int = 0
+    epoch: int = 0
+    learning_rate: float = 0.0
+    best_loss: float = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+    last_step_event: float = 0.0
+
+    @property
+    def mode(self) -> str:
+        return self.model.config.mode
+
+    @property
+    def categorical(self) -> tuple[bool, ...]:
+        """Which target channels are class indices (resampled with nearest neighbour)."""
+        return (True,) if self.mode == "boundary" else (True, False)
+
+    @property
+    def total_steps(self) -> int | None:
+        return self.config.epochs * self.config.steps_per_epoch if self.config.epochs else None
+
+    def progress(self) -> float:
+        """Fraction of the schedule done: by steps, by time, or whichever is further."""
+        fractions = []
+        if self.total_steps:
+            fractions.append(self.step / self.total_steps)
+        if self.config.time_budget:
+            fractions.append((time.perf_counter() - self.start_time) / self.config.time_budget)
+        return min(1.0, max(fractions))
+
+    def validation_loss(self) -> float | None:
+        return patch_loss(
+            self.network,
+            self.val_patches,
+            self.mode,
+            self.class_weights,
+            self.amp_dtype,
+            self.device,
+        )
+
+
+def set_up(
+    pairs, config, model_config, val_pairs, initial_model, device, adapt
+) -> tuple[TrainingRun, Adaptation]:
+    """Check and fit the data, build the model, sampler and optimiser: the run's start."""
+    device = resolve_device(device)
+    if not pairs:
+        raise InputError("no training data: give at least one image with labels")
+    if config.seed is not None:
+        torch.manual_seed(config.seed)
+    if val_pairs is None:
+        pairs, val_pairs = split_validation(pairs, config.val_fraction, config.seed)
+    val_pairs = list(val_pairs)
+    adapt = adapt or AdaptOptions()
+    fine_tuning = initial_model is not None
+    model = _initial_model(pairs, model_config, initial_model, device, adapt)
+    mode, ndim = model.config.mode, model.config.ndim
+    for p in [*pairs, *val_pairs]:
+        if p.labels.ndim != ndim:
+            raise InputError(
+                f"{p.name}: {p.labels.ndim}D labels, but the model segments {ndim}D images"
+            )
+    pairs, val_pairs, model.input, fitted = fit_training_data(
+        pairs, val_pairs, model.input, model.config.in_channels, adapt, fine_tuning=fine_tuning
+    )
+    if pairs and pairs[0].image.shape[0] != model.config.in_channels:  # all_channels
+        n = pairs[0].image.shape[0]
+        weights = torch.from_numpy(channel_weights(n, is_rgb=n in (3, 4)))
+        model.network = widen_input(model.network, weights)
+        model.config = model.network.config
+    config = config.resolved(fine_tuning=fine_tuning)
+    patch = _patch_shape(config, ndim, model.config.size_multiple)
+    sampler = PatchSampler(
+        pairs, mode, patch, device, model.normalization, config.foreground_sampling, config.seed
+    )
+    val_patches = (
+        PatchSampler(val_pairs, mode, patch, device, model.normalization).grid_patches(
+            MAX_VAL_PATCHES
+        )
+        if val_pairs
+        else []
+    )
+    network = model.network.to(memory_format=memory_format(ndim))
+    run = TrainingRun(
+        model=model,
+        network=network,
+        forward=torch.compile(network) if config.compile and device.type == "cuda" else network,
+        optimizer=torch.optim.AdamW(
+            network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        ),
+        sampler=sampler,
+        val_pairs=val_pairs,
+        val_patches=val_patches,
+        config=config,
+        device=device,
+        amp_dtype=autocast_dtype(device) if config.mixed_precision else None,
+        class_weights=_class_weights(sampler, device) if mode == "boundary" else None,
+        generator=torch.Generator().manual_seed(config.seed if config.seed is not None else 0),
+        batch_size=config.batch_size,
+    )
+    return run, fitted
+
+
+def state_copy(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return copy.deepcopy({k: v.detach().cpu() for k, v in network.state_dict().items()})
+
+
+def _initial_model(pairs, model_config, initial_model, device, adapt) -> SegmentationModel:
+    if initial_model is not None:
+        model = copy.deepcopy(initial_model)
+        model.history = list(initial_model.history)
+        model.info = {}  # a fine-tuned model is no longer the one described
+        return model.to(device)
+    channels = 1 if adapt.channel is not None else pairs[0].image.shape[0]
+    model_config = model_config or ModelConfig(ndim=pairs[0].labels.ndim, in_channels=channels)
+    if adapt.channel is not None and model_config.in_channels != 1:
+        model_config = dataclasses.replace(model_config, in_channels=1)
+    return SegmentationModel.create(
+        model_config, normalization=NormalizationConfig(), postprocess=PostprocessConfig()
+    ).to(device)
+
+
+def _patch_shape(config: TrainConfig, ndim: int, multiple: int) -> tuple[int, ...]:
+    size = max(multiple, config.patch_size // multiple * multiple)
+    if ndim == 2:
+        return (size, size)
+    z = max(multiple, config.patch_size_z // multiple * multiple)
+    return (z, size, size)
+
+
+def _class_weights(sampler: PatchSampler, device: torch.device) -> torch.Tensor:
+    counts = torch.zeros(3)
+    for item in sampler.items:
+        classes = item.targets[0].long().flatten().cpu()
+        counts += torch.bincount(classes[item.mask.flatten().cpu() > 0], minlength=3)[:3]
+    return boundary_class_weights(counts).to(device)
+
+
+def patch_loss(network, patches, mode, class_weights, amp_dtype, device) -> float | None:
+    """Masked loss over fixed (image, targets, mask) patches, weighted by annotated pixels;
+    None without patches."""
+    if not patches:
+        return None
+    network.eval()
+    total, weight = 0.0, 0.0
+    with torch.inference_mode():
+        for i in range(0, len(patches), 16):
+            chunk = patches[i : i + 16]
+            image = torch.stack([c[0] for c in chunk])
+            image = image.contiguous(memory_format=memory_format(image.ndim - 2))
+            targets = torch.stack([c[1] for c in chunk])
+            mask = torch.stack([c[2] for c in chunk])
+            with autocast(device, amp_dtype):
+                raw = network(image)
+            n = float(mask.sum())
+            total += float(segmentation_loss(raw, targets, mask, mode, class_weights)) * n
+            weight += n
+    network.train()
+    return total / max(weight, 1e-9)
