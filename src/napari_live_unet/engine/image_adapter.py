@@ -428,3 +428,7 @@ def invert_range(
         return None
     low, high = intensity_range
     return -np.asarray(high, np.float32), -np.asarray(low, np.float32)
+
+
+AUTO_FIT = AdaptOptions()
+"""Fit channels, polarity and object size automatically (the default everywhere)."""

@@ -18,6 +18,7 @@ from .data import check_finite
 from .device import resolve_device
 from .errors import InputError
 from .image_adapter import (
+    AUTO_FIT,
     Adaptation,
     AdaptOptions,
     InputSpec,
@@ -40,8 +41,6 @@ from .predict import (
     predict_outputs_many,
 )
 from .unet import UNet, memory_format
-
-_AUTO = AdaptOptions()  # fit channels, polarity and size automatically
 
 
 @dataclass
@@ -185,7 +184,7 @@ class SegmentationModel:
         image: np.ndarray,
         *,
         channel_axis: int | None = None,
-        adapt: AdaptOptions | None = _AUTO,
+        adapt: AdaptOptions | None = AUTO_FIT,
         tile_shape: tuple[int, ...] | None = None,
         batch_size: int = 8,
         progress: ProgressCallback | None = None,
@@ -214,7 +213,7 @@ class SegmentationModel:
         images: Iterable[np.ndarray],
         *,
         channel_axis: int | None = None,
-        adapt: AdaptOptions | None = _AUTO,
+        adapt: AdaptOptions | None = AUTO_FIT,
         tile_shape: tuple[int, ...] | None = None,
         batch_size: int = 8,
         progress: ProgressCallback | None = None,
@@ -306,7 +305,7 @@ class SegmentationModel:
         return instances_from_outputs(outputs, self.config.mode, params)
 
     def segment(
-        self, image: np.ndarray, *, adapt: AdaptOptions | None = _AUTO, **kwargs: Any
+        self, image: np.ndarray, *, adapt: AdaptOptions | None = AUTO_FIT, **kwargs: Any
     ) -> np.ndarray:
         """Instance labels (int32) for one image; keyword arguments go to predict_outputs."""
         outputs = self.predict_outputs(image, adapt=adapt, **kwargs)
@@ -326,7 +325,7 @@ class SegmentationModel:
         workers = workers or os.cpu_count() or 1
         pending: collections.deque = collections.deque()
         with ThreadPoolExecutor(workers) as pool:
-            adapt = kwargs.get("adapt", _AUTO)
+            adapt = kwargs.get("adapt", AUTO_FIT)
             diameter = adapt.diameter if adapt is not None else None
             for outputs in self.predict_outputs_many(images, **kwargs):
                 future = pool.submit(self.instances, outputs, diameter=diameter)

@@ -16,11 +16,10 @@ import numpy as np
 
 from ..engine.config import ModelConfig, PostprocessConfig
 from ..engine.errors import InputError
-from ..engine.image_adapter import AdaptOptions, scale_postprocess
+from ..engine.image_adapter import AUTO_FIT, AdaptOptions, scale_postprocess
 from ..engine.model import SegmentationModel
 from ..engine.postprocess import instances_from_outputs
 
-AUTO = AdaptOptions()  # fit channels, polarity and object size automatically
 CACHE_MAX_PIXELS = 64_000_000
 """Keep per-frame post-processing caches only up to this many pixels in all (about 10 bytes
 per pixel); above it, threshold changes recompute every intermediate map."""
@@ -182,7 +181,7 @@ def predict_events(
     params: PostprocessConfig,
     stop: threading.Event,
     device: str | None = None,
-    adapt: AdaptOptions | None = AUTO,
+    adapt: AdaptOptions | None = AUTO_FIT,
 ) -> Iterator[tuple]:
     """Predict every frame; for a napari generator worker.
 
