@@ -43,17 +43,14 @@ from .stop_on_signal import StopOnSignal
 
 
 def _adapt_options(args: argparse.Namespace) -> AdaptOptions:
-    """The --channel/--polarity/--diameter choices, checked before any data is read."""
-    diameter = args.diameter
-    try:
-        return AdaptOptions(
-            channel=args.channel,
-            polarity=args.polarity,
-            diameter=diameter,
-            all_channels=getattr(args, "all_channels", False),
-        )
-    except InputError as exc:
-        raise InputError(f"--{str(exc).split(' ', 1)[0]} {exc}") from None
+    """The --channel/--polarity/--diameter choices, checked before any data is read (the
+    messages name the option: "diameter must be a positive number of pixels ...")."""
+    return AdaptOptions(
+        channel=args.channel,
+        polarity=args.polarity,
+        diameter=args.diameter,
+        all_channels=getattr(args, "all_channels", False),
+    )
 
 
 def _train_with_progress(
