@@ -18,7 +18,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
-from napari_live_unet.sample_data import load_sample
+from napari_live_unet.engine.sample_data import load_sample
 from napari_live_unet.widgets.train import TrainWidget
 
 

@@ -20,8 +20,8 @@ import napari
 import numpy as np
 from qtpy.QtWidgets import QApplication
 
-from napari_live_unet.current_model import current_model
-from napari_live_unet.sample_data import load_sample
+from napari_live_unet.engine.sample_data import load_sample
+from napari_live_unet.layers.current_model import current_model
 from napari_live_unet.widgets.annotate import AnnotateWidget
 from napari_live_unet.widgets.predict import PredictWidget
 from napari_live_unet.widgets.train import TrainWidget

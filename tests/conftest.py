@@ -69,7 +69,7 @@ def predict_one(network, image, low=None, high=None, **kwargs):
 @pytest.fixture
 def no_current_model():
     """The widgets' shared current model starts and ends each test empty."""
-    from napari_live_unet.current_model import current_model
+    from napari_live_unet.layers.current_model import current_model
 
     current_model.set(None, "")
     yield current_model

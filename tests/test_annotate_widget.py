@@ -187,7 +187,7 @@ def test_save_refuses_a_foreign_folder(viewer_and_widget, qtbot, tmp_path):
 def test_regions_from_shapes_maps_world_to_image_pixels():
     from napari.layers import Image, Shapes
 
-    from napari_live_unet.layer_pairs import regions_from_shapes
+    from napari_live_unet.layers.layer_pairs import regions_from_shapes
 
     image = Image(np.zeros((2, 50, 50)), scale=(1, 2, 2), translate=(0, 10, 0))
     world_rect = _rect(10, 0, 30, 20, frame=(1,))  # drawn in a layer without scale

@@ -28,7 +28,7 @@ from napari_live_unet.engine import (
 )
 from napari_live_unet.engine.image_adapter import resize
 from napari_live_unet.engine.metrics import dataset_counts
-from napari_live_unet.sample_data import load_sample, sample_folder
+from napari_live_unet.engine.sample_data import load_sample, sample_folder
 
 PACKAGE = Path(__import__("napari_live_unet").__file__).parent
 
@@ -173,7 +173,7 @@ def test_built_in_model_loads_from_the_built_wheel(tmp_path):
         import napari_live_unet
         assert napari_live_unet.__file__.startswith({str(tmp_path)!r}), napari_live_unet.__file__
         from napari_live_unet.engine import load_model_source
-        from napari_live_unet.sample_data import load_sample
+        from napari_live_unet.engine.sample_data import load_sample
         _, image, labels = load_sample("test")[0]
         assert load_model_source("nuclei").segment(image).max() > 10
         print("ok")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_live_unet.widgets.copy_predictions import box_from_points, copy_predictions
+from napari_live_unet.layers.copy_predictions import box_from_points, copy_predictions
 
 Labels = pytest.importorskip("napari.layers").Labels
 

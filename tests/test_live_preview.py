@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from napari_live_unet.widgets.live_preview import PreviewSource, PreviewWindow, visible_window
+from napari_live_unet.layers.visible_crop import PreviewSource, PreviewWindow, visible_window
 
 
 def test_window_follows_the_view_and_is_capped_around_its_centre():

@@ -30,7 +30,8 @@ def test_engine_imports_and_trains_without_napari_or_qt():
         sys.meta_path.insert(0, Block())
         import numpy as np
         import napari_live_unet.engine as engine
-        import napari_live_unet.cli, napari_live_unet.commands, napari_live_unet.sample_data
+        import napari_live_unet.cli, napari_live_unet.cli.commands
+        import napari_live_unet.engine.sample_data
         img = np.zeros((48, 48), np.uint8); lab = np.zeros((48, 48), np.uint8)
         img[10:20, 10:20] = 200; lab[10:20, 10:20] = 1
         cfg = engine.TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, patch_size=32,
@@ -51,7 +52,7 @@ def test_engine_imports_and_trains_without_napari_or_qt():
 
 def test_manifest_is_valid_and_sample_loads():
     npe2 = __import__("pytest").importorskip("npe2")
-    from napari_live_unet.sample_data import make_sample_data
+    from napari_live_unet.layers.sample_layers import make_sample_data
 
     manifest = npe2.PluginManifest.from_distribution("napari-live-unet")
     assert manifest.name == "napari-live-unet"

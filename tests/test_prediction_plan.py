@@ -8,7 +8,7 @@ import pytest
 from napari_live_unet.engine import InputError, ModelConfig, PostprocessConfig, SegmentationModel
 from napari_live_unet.engine.image_adapter import AdaptOptions, InputSpec
 from napari_live_unet.engine.targets import normalized_distance
-from napari_live_unet.widgets._prediction import (
+from napari_live_unet.layers.prediction_job import (
     PredictionResult,
     guarded,
     plan_frames,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QTimer
 
-from napari_live_unet.current_model import current_model
 from napari_live_unet.engine import ModelConfig, SegmentationModel
 from napari_live_unet.engine.image_adapter import estimate_diameter
 from napari_live_unet.engine.model_file import load_model, save_model
+from napari_live_unet.layers.current_model import current_model
 from napari_live_unet.widgets import train as train_module
 from napari_live_unet.widgets.train import TrainWidget
 from napari_live_unet.widgets.train_start import SCRATCH
@@ -294,7 +294,7 @@ def test_a_bad_model_file_dropped_on_the_viewer_gets_a_clear_message(
     """Issue 11 (14): the plugin explains; the current model stays."""
     import torch
 
-    from napari_live_unet import model_reader
+    from napari_live_unet.layers import model_reader
 
     path = tmp_path / "model.pt"
     if content == "truncated":

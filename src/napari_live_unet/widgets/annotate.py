@@ -23,8 +23,7 @@ from qtpy.QtWidgets import (
 from ..engine.annotation_set import load_annotation_set, save_annotation_set
 from ..engine.data import TrainingPair
 from ..engine.errors import InputError
-from ..layer_pairs import ground_truth_of, pairs_from_layers
-from ._annotation_layers import (
+from ..layers.annotation_layers import (
     REGIONS_SUFFIX,
     ROLE_TITLES,
     add_annotated_item,
@@ -36,6 +35,7 @@ from ._annotation_layers import (
     set_role,
     whole_image_summary,
 )
+from ..layers.layer_pairs import ground_truth_of, pairs_from_layers
 from ._region_table import RegionTable
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
 
 from ..engine.errors import InputError
 from ..engine.image_adapter import AdaptOptions, estimate_diameter
-from ..layer_pairs import layer_image_data
+from ..layers.layer_pairs import layer_image_data
 
 POLARITY_TEXT = {"auto": "auto", "bright": "bright objects", "dark": "dark objects"}
 RGB_NAMES = ("red", "green", "blue", "alpha")

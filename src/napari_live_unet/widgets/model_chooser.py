@@ -13,9 +13,9 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QVBoxLayout, QWidget
 
-from ..current_model import current_model, describe_model
 from ..engine.builtin_models import builtin_model_names, builtin_model_path
-from ._prediction import error_text, load_model_guarded
+from ..layers.current_model import current_model, describe_model
+from ..layers.prediction_job import error_text, load_model_guarded
 from .widget_lifetime import connect_while_alive
 
 CURRENT = "current model"

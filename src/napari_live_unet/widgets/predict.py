@@ -24,20 +24,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..current_model import current_model
 from ..engine.config import PostprocessConfig
 from ..engine.device import available_devices
 from ..engine.errors import InputError
-from ..layer_pairs import ground_truth_of, layer_image_data
-from ._predict_layers import (
-    REGIONS,
-    copy_region,
-    layer_choices,
-    layer_names,
-    show_labels,
-    show_outputs,
-)
-from ._prediction import (
+from ..layers.copy_predictions import copy_predictions
+from ..layers.current_model import current_model
+from ..layers.layer_pairs import ground_truth_of, layer_image_data
+from ..layers.prediction_job import (
     PredictionResult,
     error_text,
     guarded,
@@ -45,7 +38,14 @@ from ._prediction import (
     predict_events,
     repostprocess_events,
 )
-from .copy_predictions import copy_predictions
+from ..layers.prediction_layers import (
+    REGIONS,
+    copy_region,
+    layer_choices,
+    layer_names,
+    show_labels,
+    show_outputs,
+)
 from .input_controls import InputControls
 from .model_chooser import ModelChooser
 from .postprocess_controls import PostprocessControls

@@ -26,18 +26,18 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..current_model import current_model, describe_model
 from ..engine import events as ev
 from ..engine.errors import InputError
 from ..engine.image_adapter import AdaptOptions
 from ..engine.model import SegmentationModel
 from ..engine.model_file import save_model
 from ..engine.train import train
-from ..layer_pairs import layer_image_data
+from ..layers.current_model import current_model, describe_model
+from ..layers.layer_pairs import layer_image_data
+from ..layers.visible_crop import PreviewSource
 from .input_controls import InputControls
-from .live_preview import PreviewSource
+from .live_preview_layer import LivePreview
 from .loss_plot import LossPlot
-from .preview_layer import LivePreview
 from .train_settings import TrainSettings
 from .train_start import StartChoice, StartFrom, StartNote, starting_model
 from .training_data import LayerSource, TrainingDataPicker, build_pairs

@@ -13,11 +13,11 @@ from pathlib import Path
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QWidget
 
-from ..current_model import current_model
 from ..engine.builtin_models import STARTER_MODEL, builtin_model_names, builtin_model_path
 from ..engine.errors import InputError
 from ..engine.model import SegmentationModel
 from ..engine.model_file import load_model
+from ..layers.current_model import current_model
 from .model_chooser import builtin_label
 
 CURRENT = "current model"

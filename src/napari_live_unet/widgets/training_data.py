@@ -32,7 +32,7 @@ from ..engine.annotation_set import pairs_from_annotation_set
 from ..engine.data import TrainingPair, load_folder_pairs
 from ..engine.errors import InputError
 from ..engine.regions import Region, pairs_from_regions
-from ..layer_pairs import (
+from ..layers.layer_pairs import (
     ground_truth_candidates,
     ground_truth_of,
     layer_image_data,

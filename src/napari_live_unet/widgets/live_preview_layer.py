@@ -6,7 +6,7 @@ import numpy as np
 from napari.layers import Image
 from qtpy.QtCore import QObject, QTimer
 
-from .live_preview import PreviewSource, PreviewWindow, visible_window
+from ..layers.visible_crop import PreviewSource, PreviewWindow, visible_window
 
 
 class LivePreview(QObject):

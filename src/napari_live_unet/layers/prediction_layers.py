@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image, Labels
 
-from ._prediction import PredictionResult
 from .copy_predictions import Region, boxes_from_shapes, frame_box, view_box
+from .prediction_job import PredictionResult
 
 REGIONS = ("whole image (current frame)", "visible field of view", "rectangles of a Shapes layer")
 

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .engine.data import TrainingPair
-from .engine.errors import InputError
-from .engine.regions import Region, pairs_from_regions
+from ..engine.data import TrainingPair
+from ..engine.errors import InputError
+from ..engine.regions import Region, pairs_from_regions
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels, Shapes

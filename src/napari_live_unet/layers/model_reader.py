@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ..engine.errors import InputError
+from ..engine.model_file import load_model
 from .current_model import current_model
-from .engine.errors import InputError
-from .engine.model_file import load_model
 
 _SUFFIXES = (".pt", ".pth")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .engine import (
+from ..engine import (
     STARTER_MODEL,
     AdaptOptions,
     EpochEnd,
@@ -30,15 +30,15 @@ from .engine import (
     save_model,
     train,
 )
-from .engine.atomic_write import remove_stale_temporaries
-from .engine.config import recommended_settings
-from .engine.data import check_labels
-from .engine.errors import InputError
-from .engine.io import list_tiffs, read_tiff, smallest_label_dtype, write_tiff_atomic
-from .engine.metrics import dataset_counts, format_counts
-from .engine.model import SegmentationModel
-from .engine.output_checks import check_not_an_input, check_writable
-from .engine.predict import check_tile_shape
+from ..engine.atomic_write import remove_stale_temporaries
+from ..engine.config import recommended_settings
+from ..engine.data import check_labels
+from ..engine.errors import InputError
+from ..engine.io import list_tiffs, read_tiff, smallest_label_dtype, write_tiff_atomic
+from ..engine.metrics import dataset_counts, format_counts
+from ..engine.model import SegmentationModel
+from ..engine.output_checks import check_not_an_input, check_writable
+from ..engine.predict import check_tile_shape
 from .stop_on_signal import StopOnSignal
 
 
@@ -353,7 +353,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .sample_data import sample_folder
+    from ..engine.sample_data import sample_folder
 
     device = resolve_device(args.device)
     out: Path = args.out

@@ -1,6 +1,6 @@
 """The small nuclei sample bundled with the package (crops of DSB2018, CC0).
 
-No napari import here: the CLI demo uses it too.
+The CLI demo and the napari sample (:mod:`napari_live_unet.layers.sample_layers`) use it.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine.io import list_tiffs, read_tiff
+from .io import list_tiffs, read_tiff
 
-SAMPLE_DIR = Path(__file__).parent / "sample"
+SAMPLE_DIR = Path(__file__).parent.parent / "sample"
 
 
 def sample_folder(split: str = "train") -> Path:
@@ -28,13 +28,4 @@ def load_sample(split: str = "test") -> list[tuple[str, np.ndarray, np.ndarray]]
     return [
         (name, read_tiff(path), read_tiff(labels[name]))
         for name, path in list_tiffs(folder / "images").items()
-    ]
-
-
-def make_sample_data() -> list[tuple]:
-    """napari sample: a nuclei image with its ground-truth labels (layer data tuples)."""
-    _, image, labels = load_sample("test")[0]
-    return [
-        (image, {"name": "nuclei (DSB2018 sample)"}, "image"),
-        (labels, {"name": "nuclei ground truth"}, "labels"),
     ]

@@ -14,7 +14,7 @@ from napari.utils.colormaps.standardize_color import transform_color
 from ..engine.annotation_set import AnnotatedImage, safe_name
 from ..engine.errors import InputError
 from ..engine.regions import count_objects, objects_in_region, region_geometry
-from ..layer_pairs import layer_image_data, regions_from_shapes
+from .layer_pairs import layer_image_data, regions_from_shapes
 
 if TYPE_CHECKING:
     import napari

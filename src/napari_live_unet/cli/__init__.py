@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .engine.errors import InputError
+from ..engine.errors import InputError
 
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
@@ -227,7 +227,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
