@@ -44,7 +44,7 @@ def one_run() -> float:
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start()
     widget.start()
-    while widget.is_training:
+    while widget.is_busy:
         QApplication.processEvents()
         time.sleep(0.002)
     timer.stop()

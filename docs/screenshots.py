@@ -87,7 +87,7 @@ def main() -> None:
     trainer.start()
     wait(lambda: len(trainer.plot.epochs) >= 6)
     snap(viewer, "train")
-    wait(lambda: not trainer.is_training)
+    wait(lambda: not trainer.is_busy)
     viewer.window.remove_dock_widget(dock)
     assert current_model.model is not None, "training did not produce a model"
 
@@ -97,7 +97,7 @@ def main() -> None:
     predictor.reset_choices()
     predictor.image_combo.value = viewer.layers["nuclei"]
     predictor.predict()
-    wait(lambda: "nuclei predictions" in viewer.layers and not predictor.is_busy())
+    wait(lambda: "nuclei predictions" in viewer.layers and not predictor.is_busy)
     for layer in viewer.layers:
         layer.visible = layer.name in ("nuclei", "nuclei predictions")
     snap(viewer, "predict")

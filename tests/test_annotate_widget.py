@@ -22,6 +22,17 @@ def viewer_and_widget(make_napari_viewer, qtbot):
     return viewer, widget
 
 
+def annotated_pairs(widget):
+    """The (train, val) pairs the Train widget would build from what the Annotate widget
+    shows: its image, ground truth and regions layers."""
+    from napari_live_unet.layers.training_job import build_pairs, snapshot_pair
+
+    source = snapshot_pair(
+        widget.image_layer, widget.labels_layer, widget.regions_layer, widget.spatial_ndim
+    )
+    return build_pairs([source], None)
+
+
 def _rect(y0, x0, y1, x1, frame=()):
     return np.array([[*frame, y, x] for y, x in ((y0, x0), (y0, x1), (y1, x1), (y1, x0))], float)
 
@@ -110,7 +121,7 @@ def test_table_counts_objects_per_region(viewer_and_widget, qtbot):
     qtbot.waitUntil(lambda: widget.table_rows() == expected)  # refreshed after a pause
     assert widget.summary_text == ""
 
-    train, val = widget.training_pairs()
+    train, val = annotated_pairs(widget)
     assert [p.name for p in val] == ["cells region 2"] and val[0].n_objects == n_corner
     assert train[0].n_objects == n_top
 
@@ -119,7 +130,7 @@ def test_table_counts_objects_per_region(viewer_and_widget, qtbot):
     labels.events.paint(value=[])
     qtbot.waitUntil(lambda: widget.table_rows()[0][4] == "0")
     with pytest.raises(InputError, match="training regions contain no annotated objects"):
-        widget.training_pairs()
+        annotated_pairs(widget)
 
 
 def test_time_series_regions_report_their_frame(viewer_and_widget, qtbot):
@@ -146,7 +157,7 @@ def test_save_then_load_back(viewer_and_widget, qtbot, tmp_path):
     shapes.add_rectangles(_rect(41, 0, 63, 63))
 
     folder = tmp_path / "set"
-    assert widget.save_to(folder) is not None
+    assert widget.save_to(folder)
     assert widget.is_busy
     qtbot.waitUntil(lambda: not widget.is_busy, timeout=10_000)
     assert "Saved" in widget.status_text
@@ -187,7 +198,7 @@ def test_save_refuses_a_foreign_folder(viewer_and_widget, qtbot, tmp_path):
 def test_regions_from_shapes_maps_world_to_image_pixels():
     from napari.layers import Image, Shapes
 
-    from napari_live_unet.layers.layer_pairs import regions_from_shapes
+    from napari_live_unet.layers.shape_regions import regions_from_shapes
 
     image = Image(np.zeros((2, 50, 50)), scale=(1, 2, 2), translate=(0, 10, 0))
     world_rect = _rect(10, 0, 30, 20, frame=(1,))  # drawn in a layer without scale
@@ -229,7 +240,7 @@ def test_the_sample_labels_are_its_ground_truth_everywhere(viewer_and_widget):
     picker = TrainingDataPicker(viewer)
     picker.reset_choices()
     picker.image.value = image
-    offered = [name for name, _ in picker._ground_truth_choices()]
+    offered = [layer.name for layer in picker.labels.choices]
     assert "nuclei ground truth" in offered
     assert not any(name.endswith((" predictions", " live preview")) for name in offered)
     assert picker.labels.value is sample_labels

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from napari_live_unet.layers.copy_predictions import box_from_points, copy_predictions
+from napari_live_unet.layers.copy_predictions import copy_predictions
+from napari_live_unet.layers.shape_regions import box_from_points
 
 Labels = pytest.importorskip("napari.layers").Labels
 

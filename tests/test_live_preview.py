@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from napari_live_unet.layers.visible_crop import PreviewSource, PreviewWindow, visible_window
+from napari_live_unet.layers.visible_crop import PreviewWindow, VisibleCrop, visible_window
 
 
 def test_window_follows_the_view_and_is_capped_around_its_centre():
@@ -23,7 +23,7 @@ def test_three_d_model_previews_a_slab_around_the_current_slice():
 
 def test_source_crops_and_moves_rgb_channels_first():
     data = np.arange(2 * 10 * 12 * 3).reshape(2, 10, 12, 3)
-    source = PreviewSource()
+    source = VisibleCrop()
     assert source() is None
     source.set_view(data, PreviewWindow((1,), (2, 3), (6, 9)), rgb=True)
     crop, _, (low, high) = source()

@@ -11,6 +11,7 @@ from scipy import ndimage as ndi
 import napari_live_unet
 from napari_live_unet.engine import ModelConfig, PostprocessConfig, SegmentationModel, save_model
 from napari_live_unet.engine.image_adapter import InputSpec, estimate_diameter
+from napari_live_unet.engine.predict import TilesDone
 from napari_live_unet.engine.sample_data import load_sample
 from napari_live_unet.engine.targets import normalized_distance
 from napari_live_unet.layers.current_model import current_model
@@ -33,14 +34,16 @@ def ideal_outputs(labels):
 
 
 class FakeNetwork:
-    """Stands in for predict_outputs_many: ideal outputs, counted calls, optional delay."""
+    """Stands in for SegmentationModel.predict_stream: ideal outputs, tile progress, counted
+    calls, optional delay."""
 
     def __init__(self, labels_of, slow=False, fail=False):
         self.labels_of, self.slow, self.fail = labels_of, slow, fail
         self.calls = 0
         self.started = threading.Event()
+        self.stopped = threading.Event()  # the caller asked to stop and was obeyed
 
-    def __call__(self, images, *, channel_axis=None, progress=None, should_stop=None, **_):
+    def __call__(self, images, *, channel_axis=None, should_stop=None, **_):
         self.calls += 1
         for image in images:
             self.started.set()
@@ -49,9 +52,9 @@ class FakeNetwork:
             steps = 500 if self.slow else 1
             for step in range(steps):
                 if should_stop is not None and should_stop():
+                    self.stopped.set()
                     return
-                if progress is not None:
-                    progress(step + 1, steps)
+                yield TilesDone(step + 1, steps)
                 if self.slow:
                     time.sleep(0.01)
             yield ideal_outputs(self.labels_of(np.asarray(image)))
@@ -78,9 +81,7 @@ def run_prediction(qtbot, widget, layer):
 
 def wait_idle(qtbot, widget):
     """Until no worker runs and no threshold change is waiting to be applied."""
-    qtbot.waitUntil(
-        lambda: not widget.is_busy() and not widget._debounce.isActive(), timeout=WAIT_MS
-    )
+    qtbot.waitUntil(lambda: not widget.is_busy and not widget._debounce.isActive(), timeout=WAIT_MS)
 
 
 def test_predicts_2d_image_and_time_series_with_the_image_geometry(setup, qtbot):
@@ -132,7 +133,7 @@ def test_threshold_change_updates_labels_without_running_the_network(setup, qtbo
     model = tiny_model()
     _, truth = synthetic_nuclei((96, 96), n=8, seed=3)
     fake = FakeNetwork(lambda image: truth)
-    model.predict_outputs_many = fake
+    model.predict_stream = fake
     viewer, widget = setup(model)
     layer = viewer.add_image(np.zeros((96, 96), np.float32), name="img")
     widget.min_size.setValue(5)
@@ -146,7 +147,7 @@ def test_threshold_change_updates_labels_without_running_the_network(setup, qtbo
     widget.fg_threshold.setValue(0.2)
     widget.min_size.setValue(5)  # the latest request wins
     qtbot.waitUntil(lambda: predictions.data.max() == truth.max(), timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: not widget.is_busy, timeout=WAIT_MS)
     assert fake.calls == 1
     assert "object" in widget.status.text()
 
@@ -155,7 +156,7 @@ def start_slow_prediction(setup, qtbot, name):
     """A widget predicting a 32×32 image with a network that takes 5 s unless stopped."""
     model = tiny_model()
     fake = FakeNetwork(lambda image: np.zeros(image.shape, np.int32), slow=True)
-    model.predict_outputs_many = fake
+    model.predict_stream = fake
     viewer, widget = setup(model)
     layer = viewer.add_image(np.zeros((32, 32), np.float32), name=name)
     widget.image_combo.value = layer
@@ -169,7 +170,7 @@ def test_cancel_stops_and_leaves_no_prediction_layer(setup, qtbot):
     qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=WAIT_MS)
     assert not widget.predict_button.isEnabled()
     widget.cancel_button.click()
-    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: not widget.is_busy, timeout=WAIT_MS)
     assert "img predictions" not in viewer.layers
     assert "cancelled" in widget.status.text().lower()
     assert widget.predict_button.isEnabled()
@@ -178,14 +179,14 @@ def test_cancel_stops_and_leaves_no_prediction_layer(setup, qtbot):
 def test_deleting_the_image_while_predicting_drops_the_result_with_a_message(setup, qtbot):
     viewer, widget, layer = start_slow_prediction(setup, qtbot, "doomed")
     viewer.layers.remove(layer)
-    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: not widget.is_busy, timeout=WAIT_MS)
     assert "doomed predictions" not in viewer.layers
     assert "'doomed'" in widget.status.text() and "deleted" in widget.status.text()
 
 
 def test_worker_error_is_reported_and_widget_returns_to_idle(setup, qtbot):
     model = tiny_model()
-    model.predict_outputs_many = FakeNetwork(lambda image: image, fail=True)
+    model.predict_stream = FakeNetwork(lambda image: image, fail=True)
     viewer, widget = setup(model)
     layer = viewer.add_image(np.zeros((32, 32), np.float32), name="img")
     run_prediction(qtbot, widget, layer)
@@ -199,7 +200,7 @@ def test_copy_to_ground_truth_asks_before_overwriting(setup, qtbot, monkeypatch)
     truth = np.zeros((40, 40), np.int32)
     truth[5:15, 5:15] = 1
     truth[25:35, 25:35] = 2
-    model.predict_outputs_many = FakeNetwork(lambda image: truth)
+    model.predict_stream = FakeNetwork(lambda image: truth)
     viewer, widget = setup(model)
     layer = viewer.add_image(np.zeros((40, 40), np.float32), name="img")
     widget.min_size.setValue(5)
@@ -236,7 +237,7 @@ def test_copy_visible_field_of_view_only(setup, qtbot):
     truth = np.zeros((200, 300), np.int32)
     truth[10:20, 10:20] = 1  # in view after zooming on the top left
     truth[170:180, 270:280] = 2  # out of view
-    model.predict_outputs_many = FakeNetwork(lambda image: truth)
+    model.predict_stream = FakeNetwork(lambda image: truth)
     viewer, widget = setup(model, show=True)
     layer = viewer.add_image(np.zeros((200, 300), np.float32), name="img")
     widget.min_size.setValue(5)
@@ -266,23 +267,23 @@ def test_load_model_file_sets_the_current_model(setup, qtbot, tmp_path):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a model")
     widget.load_model_file(bad)
-    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: not widget.is_busy, timeout=WAIT_MS)
     assert "Could not load" in widget.status.text()
     assert current_model.source == str(path)
 
 
 def test_closing_the_viewer_stops_prediction(setup, qtbot):
-    viewer, widget, _ = start_slow_prediction(setup, qtbot, "img")
-    worker = widget._predict_worker
+    viewer, _, _ = start_slow_prediction(setup, qtbot, "img")
+    fake = current_model.model.predict_stream
     viewer.close()
     # The fake network needs 5 s to finish; the stop flag ends it at the next tile.
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=2_000)
+    qtbot.waitUntil(lambda: fake.stopped.is_set(), timeout=2_000)
 
 
 def load_builtin(qtbot, widget, name="nuclei (built-in)"):
     """Choose a built-in model in the model box and wait until it is the current model."""
     widget.models.choose(name)
-    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: not widget.is_busy, timeout=WAIT_MS)
     assert current_model.source == name, widget.status.text()
 
 
@@ -348,7 +349,7 @@ def test_measure_sets_the_diameter_and_predictions_use_it(setup, qtbot):
     model.input = InputSpec(diameter=8.0)  # the network knows objects 8 px across
     _, truth = synthetic_nuclei((96, 96), n=8, radius=(7, 9), seed=2, touching=False)
     fake = FakeNetwork(lambda image: truth)
-    model.predict_outputs_many = fake
+    model.predict_stream = fake
     viewer, widget = setup(model)
     layer = viewer.add_image(np.zeros((96, 96), np.float32), name="cells")
     widget.reset_choices()

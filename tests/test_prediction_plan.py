@@ -8,12 +8,15 @@ import pytest
 from napari_live_unet.engine import InputError, ModelConfig, PostprocessConfig, SegmentationModel
 from napari_live_unet.engine.image_adapter import AdaptOptions, InputSpec
 from napari_live_unet.engine.targets import normalized_distance
+from napari_live_unet.layers.jobs import JobFailed, failures_as_events
 from napari_live_unet.layers.prediction_job import (
+    FramePredicted,
+    InputFitted,
+    PredictionProgress,
     PredictionResult,
-    guarded,
     plan_frames,
-    predict_events,
-    repostprocess_events,
+    prediction_job,
+    relabel_job,
 )
 
 
@@ -57,32 +60,42 @@ def test_plan_frames_explains_what_does_not_fit(shape, rgb, config, match, chann
         plan_frames(shape, rgb, config, "cells", channel)
 
 
-def test_predict_events_reads_a_dask_series_frame_by_frame_and_stops():
+def test_prediction_job_reads_a_dask_series_frame_by_frame_and_stops():
     da = pytest.importorskip("dask.array")
     model = SegmentationModel.create(ModelConfig(base_channels=4, depth=2))
     series = da.from_array(np.random.default_rng(0).random((3, 40, 32), np.float32), chunks=1)
     plan = plan_frames(series.shape, False, model.config)
-    events = list(predict_events(model, series, plan, PostprocessConfig(), threading.Event()))
-    frames = [e for e in events if e[0] == "frame"]
-    assert [e[1] for e in frames] == [(0,), (1,), (2,)]
-    assert all(e[2].shape == (2, 40, 32) and e[3].shape == (40, 32) for e in frames)
-    progress = [e for e in events if e[0] == "progress"]
-    assert progress and progress[-1][1] == progress[-1][2]  # ends at 100 %
+    events = list(prediction_job(model, series, plan, PostprocessConfig(), threading.Event()))
+    frames = [e for e in events if isinstance(e, FramePredicted)]
+    assert [e.index for e in frames] == [(0,), (1,), (2,)]
+    assert all(e.outputs.shape == (2, 40, 32) and e.labels.shape == (40, 32) for e in frames)
+    progress = [e for e in events if isinstance(e, PredictionProgress)]
+    assert progress and progress[-1].done == progress[-1].total  # ends at 100 %
+    # Progress is reported within the run, not only at its end (no helper thread needed).
+    assert events.index(progress[0]) < events.index(frames[0])
 
     stop = threading.Event()
     stop.set()
-    stopped = list(predict_events(model, series, plan, PostprocessConfig(), stop))
-    assert not [e for e in stopped if e[0] == "frame"]
+    stopped = list(prediction_job(model, series, plan, PostprocessConfig(), stop))
+    assert not [e for e in stopped if isinstance(e, FramePredicted)]
 
 
 def test_errors_become_a_final_event():
     model = SegmentationModel.create(ModelConfig(base_channels=4, depth=2))
     plan = plan_frames((3, 40, 32), False, model.config)
     image = np.full((3, 40, 32), np.nan, np.float32)  # not finite: refused by the engine
-    events = list(
-        guarded(predict_events, model, image, plan, PostprocessConfig(), threading.Event())
-    )
-    assert events[-1][0] == "error" and isinstance(events[-1][1], InputError)
+    job = prediction_job(model, image, plan, PostprocessConfig(), threading.Event())
+    events = list(failures_as_events(job))
+    assert isinstance(events[-1], JobFailed) and events[-1].bad_input
+    assert "finite" in events[-1].message or "NaN" in events[-1].message
+
+    def buggy():
+        yield 1
+        raise ZeroDivisionError("oops")
+
+    events = list(failures_as_events(buggy()))
+    assert events[0] == 1 and isinstance(events[1], JobFailed) and not events[1].bad_input
+    assert events[1].message == "ZeroDivisionError: oops" and "Traceback" in events[1].details
 
 
 def test_repostprocess_uses_caches_and_stops_when_superseded():
@@ -91,10 +104,13 @@ def test_repostprocess_uses_caches_and_stops_when_superseded():
     plan = plan_frames((2, 30, 30), False, ModelConfig())
     result = PredictionResult("img", plan, "distance", PostprocessConfig(), [outputs] * 2)
     result.caches = [{}, {}]
-    labels = [e[2] for e in repostprocess_events(result, PostprocessConfig(min_size=5), bool)]
+    params = PostprocessConfig(min_size=5)
+    labels = [e.labels for e in relabel_job(result, params, threading.Event())]
     assert [x.max() for x in labels] == [1, 1]
     assert all(cache for cache in result.caches)  # intermediate maps kept for next time
-    assert list(repostprocess_events(result, PostprocessConfig(), lambda: True)) == []
+    stop = threading.Event()
+    stop.set()
+    assert list(relabel_job(result, PostprocessConfig(), stop)) == []
 
 
 def test_sizes_in_thresholds_scale_with_the_zoom_as_the_engine_scales_them():
@@ -109,7 +125,7 @@ def test_sizes_in_thresholds_scale_with_the_zoom_as_the_engine_scales_them():
     result = PredictionResult("img", plan, "distance", params, [outputs.astype(np.float16)])
     result.zoom, result.caches = model.zoom_for(20.0), [{}]
     assert result.zoom == 0.5
-    (scaled,) = [e[2] for e in repostprocess_events(result, params, bool)]
+    (scaled,) = [e.labels for e in relabel_job(result, params, threading.Event())]
     expected = model.instances(result.outputs[0], params, diameter=20.0)
     np.testing.assert_array_equal(scaled, expected)
     assert expected.max() == 1  # the small object went
@@ -117,7 +133,7 @@ def test_sizes_in_thresholds_scale_with_the_zoom_as_the_engine_scales_them():
     # Prediction fits the image (zoom) and gives labels the way model.instances does.
     image = np.random.default_rng(0).random((40, 36), np.float32)
     events = list(
-        predict_events(
+        prediction_job(
             model,
             image,
             plan_frames(image.shape, False, model.config),
@@ -127,7 +143,8 @@ def test_sizes_in_thresholds_scale_with_the_zoom_as_the_engine_scales_them():
             AdaptOptions(diameter=20.0),
         )
     )
-    assert any(e[0] == "adapted" and "zoomed ×0.50" in e[1] for e in events)
-    (frame,) = [e for e in events if e[0] == "frame"]
-    assert frame[2].shape == (2, 40, 36)
-    np.testing.assert_array_equal(frame[3], model.instances(frame[2], params, diameter=20.0))
+    assert any(isinstance(e, InputFitted) and "zoomed ×0.50" in e.text for e in events)
+    (frame,) = [e for e in events if isinstance(e, FramePredicted)]
+    assert frame.outputs.shape == (2, 40, 36)
+    expected = model.instances(frame.outputs, params, diameter=20.0)
+    np.testing.assert_array_equal(frame.labels, expected)

@@ -6,14 +6,15 @@ import time
 
 import numpy as np
 import pytest
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QThreadPool, QTimer
 
 from napari_live_unet.engine import ModelConfig, SegmentationModel
 from napari_live_unet.engine.image_adapter import estimate_diameter
 from napari_live_unet.engine.model_file import load_model, save_model
 from napari_live_unet.layers.current_model import current_model
+from napari_live_unet.widgets import job_runner
 from napari_live_unet.widgets import train as train_module
-from napari_live_unet.widgets.train import TrainWidget
+from napari_live_unet.widgets.train import TrainState, TrainWidget
 from napari_live_unet.widgets.train_start import SCRATCH
 
 from .conftest import synthetic_nuclei
@@ -27,6 +28,7 @@ def notices(monkeypatch):
     shown = {"error": [], "warning": [], "info": []}
     for kind in shown:
         monkeypatch.setattr(train_module, f"show_{kind}", shown[kind].append)
+    monkeypatch.setattr(job_runner, "show_error", shown["error"].append)  # failed jobs
     return shown
 
 
@@ -58,14 +60,14 @@ def tiny_settings(widget, epochs, steps=3, batch=2, start=SCRATCH):
 
 
 def wait_done(qtbot, widget, timeout=120_000):
-    qtbot.waitUntil(lambda: not widget.is_training, timeout=timeout)
+    qtbot.waitUntil(lambda: not widget.is_busy, timeout=timeout)
 
 
 def test_training_plots_every_epoch_and_sets_the_current_model(make_napari_viewer, qtbot):
     viewer, widget = make_widget(make_napari_viewer, epochs=3)
     assert widget.data.labels.value is viewer.layers["nuclei ground truth"]  # paired by name
-    assert widget.start() is not None
-    assert widget.is_training and not widget.start_button.isEnabled()
+    assert widget.start()
+    assert widget.is_busy and not widget.start_button.isEnabled()
     wait_done(qtbot, widget)
     assert widget.plot.epochs == [1, 2, 3]
     assert len(widget.plot.val_loss) == 3  # a validation part was held out automatically
@@ -132,12 +134,36 @@ def test_viewer_stays_responsive_while_training(make_napari_viewer, qtbot):
 
 
 def test_closing_the_viewer_ends_training(make_napari_viewer, qtbot):
+    """Close during a run: the GUI does not wait for the worker, the worker ends soon after
+    and nothing it still yields is applied."""
     viewer, widget = make_widget(make_napari_viewer, epochs=10_000)
-    worker = widget.start()
+    assert widget.start()
     qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 1, timeout=60_000)
+    assert widget.state is TrainState.TRAINING
+    started = time.perf_counter()
     viewer.close()
-    assert not worker.is_running
+    assert time.perf_counter() - started < 2.0  # no blocking wait on the worker
+    pool = QThreadPool.globalInstance()
+    qtbot.waitUntil(lambda: pool.activeThreadCount() == 0, timeout=30_000)
+    qtbot.wait(200)  # any event still queued is delivered (and must be ignored)
     assert current_model.model is None  # the run was abandoned, not finished
+
+
+def test_stop_before_the_first_epoch_keeps_the_current_model(make_napari_viewer, qtbot):
+    """Issue 11 (10): Start then Stop at once leaves the good model in place, and says so."""
+    _, widget = make_widget(make_napari_viewer, epochs=10_000)
+    good = SegmentationModel.create(ModelConfig(base_channels=4, depth=2))
+    current_model.set(good, "good model")
+    widget.settings.steps_per_epoch.setValue(10_000)  # the first epoch never ends in time
+    assert widget.start()
+    assert widget.state is TrainState.PREPARING
+    assert widget.stop_button.isEnabled() and not widget.start_button.isEnabled()
+    widget.stop()
+    assert widget.state is TrainState.STOPPING and not widget.stop_button.isEnabled()
+    wait_done(qtbot, widget)
+    assert widget.state is TrainState.IDLE and widget.start_button.isEnabled()
+    assert current_model.model is good and current_model.source == "good model"
+    assert "current model is unchanged" in widget.status.text()
 
 
 def test_deleting_a_training_layer_warns_and_training_goes_on(make_napari_viewer, qtbot, notices):
@@ -165,7 +191,7 @@ def test_bad_data_is_reported_and_the_widget_recovers(make_napari_viewer, qtbot,
     viewer.add_labels(np.zeros((10, 10), np.uint16), name="wrong")
     widget.reset_choices()
     widget.data.labels.value = viewer.layers["wrong"]
-    assert widget.start() is None
+    assert not widget.start()
     assert "(10, 10)" in notices["error"][-1] and "(160, 160)" in notices["error"][-1]
 
 
@@ -175,8 +201,9 @@ def test_saved_model_reloads_and_opens_in_napari(make_napari_viewer, qtbot, tmp_
     wait_done(qtbot, widget)
     trained = current_model.model
     path = tmp_path / "nuclei.pt"
-    worker = widget.save_to(path)
-    qtbot.waitUntil(lambda: path.exists() and not worker.is_running, timeout=20_000)
+    assert widget.save_to(path)
+    assert widget.state is TrainState.SAVING and not widget.start_button.isEnabled()
+    qtbot.waitUntil(lambda: path.exists() and not widget.is_busy, timeout=20_000)
     assert load_model(path).config == trained.config
     current_model.set(None, "")
     added = viewer.open(str(path), plugin="napari-live-unet")
@@ -274,7 +301,7 @@ def test_starts_from_a_model_file_or_the_current_model(make_napari_viewer, qtbot
     path = save_model(first, tmp_path / "mine.pt")
     current_model.set(None, "")
     widget.start_from.choose("current model")
-    assert widget.start() is None  # no current model: refused with a message
+    assert not widget.start()  # no current model: refused with a message
     widget.start_from.set_file(path)
     assert widget.start_from.currentText() == "model file: mine.pt"
     widget.start()

@@ -39,7 +39,7 @@ def test_annotate_train_predict_correct_retrain(make_napari_viewer, qtbot):
     assert trainer.data.regions.value is regions
     tiny_settings(trainer, epochs=3, steps=4, batch=4)
     trainer.start()
-    qtbot.waitUntil(lambda: not trainer.is_training, timeout=120_000)
+    qtbot.waitUntil(lambda: not trainer.is_busy, timeout=120_000)
     assert trainer.plot.epochs == [1, 2, 3]
     assert current_model.model is not None
 
@@ -48,7 +48,7 @@ def test_annotate_train_predict_correct_retrain(make_napari_viewer, qtbot):
     predictor.image_combo.value = viewer.layers["cells"]
     predictor.predict()
     qtbot.waitUntil(lambda: "cells predictions" in viewer.layers, timeout=60_000)
-    qtbot.waitUntil(lambda: not predictor.is_busy(), timeout=60_000)
+    qtbot.waitUntil(lambda: not predictor.is_busy, timeout=60_000)
     predictions = viewer.layers["cells predictions"]
     assert predictions.data.shape == image.shape
     assert np.issubdtype(predictions.data.dtype, np.integer)
@@ -70,7 +70,7 @@ def test_annotate_train_predict_correct_retrain(make_napari_viewer, qtbot):
     # Retrain: Continue fine-tunes the model on the corrected labels.
     first = current_model.model
     trainer.start(continue_training=True)
-    qtbot.waitUntil(lambda: not trainer.is_training, timeout=120_000)
+    qtbot.waitUntil(lambda: not trainer.is_busy, timeout=120_000)
     assert current_model.model is not first
     # the first run's curve stays; the continued run starts (its epoch 0) at its end
     assert trainer.plot.epochs == [1, 2, 3, 3, 4, 5, 6]

@@ -38,7 +38,8 @@ from .postprocess import instances_from_outputs
 from .predict import (
     MessageCallback,
     ProgressCallback,
-    predict_outputs_many,
+    TilesDone,
+    predict_stream,
 )
 from .unet import UNet, memory_format
 
@@ -212,17 +213,39 @@ class SegmentationModel:
         self,
         images: Iterable[np.ndarray],
         *,
+        progress: ProgressCallback | None = None,
+        on_adapted: Callable[[Adaptation], None] | None = None,
+        **options: Any,
+    ) -> Iterator[np.ndarray]:
+        """Outputs for a stream of images, in order; tiles of small images share batches.
+
+        The outputs of :meth:`predict_stream` (see it for ``options``), with its progress
+        passed to ``progress(done, total)`` and each image's :class:`Adaptation` to
+        ``on_adapted``.
+        """
+        for item in self.predict_stream(images, **options):
+            if isinstance(item, TilesDone):
+                if progress is not None:
+                    progress(item.done, item.total)
+            elif isinstance(item, Adaptation):
+                if on_adapted is not None:
+                    on_adapted(item)
+            else:
+                yield item
+
+    def predict_stream(
+        self,
+        images: Iterable[np.ndarray],
+        *,
         channel_axis: int | None = None,
         adapt: AdaptOptions | None = AUTO_FIT,
         tile_shape: tuple[int, ...] | None = None,
         batch_size: int = 8,
-        progress: ProgressCallback | None = None,
         on_message: MessageCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
         intensity_ranges: Iterable[tuple[np.ndarray, np.ndarray] | None] | None = None,
-        on_adapted: Callable[[Adaptation], None] | None = None,
-    ) -> Iterator[np.ndarray]:
-        """Outputs for a stream of images, in order; tiles of small images share batches.
+    ) -> Iterator[np.ndarray | TilesDone | Adaptation]:
+        """Outputs for a stream of images, in order, with progress as it happens.
 
         Parameters
         ----------
@@ -234,17 +257,24 @@ class SegmentationModel:
             How to fit images to the network (channel, polarity, object diameter; default:
             automatic). None: the images are already in the network's terms (used for
             training data, which is fitted once at the start).
+        tile_shape, batch_size, on_message, should_stop
+            As for :func:`napari_live_unet.engine.predict.predict_stream`.
         intensity_ranges : iterable of (low, high) or None, optional
             Each image's normalisation percentiles (None entries: computed from the image),
             for crops that must be scaled like their whole image.
-        on_adapted : callable(Adaptation), optional
-            Told what was done to fit each image (e.g. to show "inverted").
 
-        Outputs always have the input's spatial shape: a zoomed image's outputs are
-        resized back.
+        Yields
+        ------
+        ndarray, TilesDone or Adaptation
+            Each image's outputs, shape (2, *spatial), float16, with the input's spatial
+            shape (a zoomed image's outputs are resized back); a :class:`TilesDone` after
+            each batch of tiles; and, before its first tiles' progress, what was done to fit
+            each image to the network. One thread consumes it all, so a GUI worker can
+            report progress within a large image without a helper thread.
         """
         ranges = itertools.repeat(None) if intensity_ranges is None else intensity_ranges
         shapes: collections.deque[tuple[int, ...]] = collections.deque()
+        adapted: collections.deque[Adaptation] = collections.deque()
 
         def fitted() -> Iterator[tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]]:
             for image, rng in zip(images, ranges, strict=False):
@@ -256,8 +286,7 @@ class SegmentationModel:
                         image, adapt, channel_axis=channel_axis, intensity_range=rng
                     )
                     shapes.append(adaptation.input_shape)
-                    if on_adapted is not None:
-                        on_adapted(adaptation)
+                    adapted.append(adaptation)
                 yield (
                     data,
                     rng if rng is not None else channel_percentiles(data, self.normalization),
@@ -267,7 +296,7 @@ class SegmentationModel:
         was_training = self.network.training
         self.network.eval()
         try:
-            for outputs in predict_outputs_many(
+            for item in predict_stream(
                 self.network,
                 (image for image, _ in first),
                 mode=self.config.mode,
@@ -276,14 +305,18 @@ class SegmentationModel:
                 tile_shape=tile_shape,
                 batch_size=batch_size,
                 device=self.device,
-                progress=progress,
                 on_message=on_message,
                 should_stop=should_stop,
             ):
+                while adapted:  # the images read so far, announced before their results
+                    yield adapted.popleft()
+                if isinstance(item, TilesDone):
+                    yield item
+                    continue
                 shape = shapes.popleft()
-                if tuple(outputs.shape[1:]) != shape:
-                    outputs = resize(outputs, shape).astype(outputs.dtype)
-                yield outputs
+                if tuple(item.shape[1:]) != shape:
+                    item = resize(item, shape).astype(item.dtype)
+                yield item
         finally:
             self.network.train(was_training)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,6 +17,14 @@ from .unet import activate, memory_format
 ProgressCallback = Callable[[int, int], None]
 _BATCH_PIXELS = 2_097_152  # pixels (voxels) per forward pass: 8 tiles of 512²
 MessageCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TilesDone:
+    """Progress of a tiled prediction: ``done`` tiles of the ``total`` planned so far."""
+
+    done: int
+    total: int
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -79,6 +88,26 @@ def predict_outputs_many(
     network: torch.nn.Module,
     images: Iterable[np.ndarray],
     *,
+    progress: ProgressCallback | None = None,
+    **options,
+) -> Iterator[np.ndarray]:
+    """Outputs of :func:`predict_stream`, with its progress reported to ``progress``.
+
+    ``progress(done, total)`` is called after each batch of tiles; ``options`` are those of
+    :func:`predict_stream`.
+    """
+    for item in predict_stream(network, images, **options):
+        if isinstance(item, TilesDone):
+            if progress is not None:
+                progress(item.done, item.total)
+        else:
+            yield item
+
+
+def predict_stream(
+    network: torch.nn.Module,
+    images: Iterable[np.ndarray],
+    *,
     mode: str,
     size_multiple: int,
     stats: Iterable[tuple[np.ndarray, np.ndarray]] | None = None,
@@ -87,10 +116,9 @@ def predict_outputs_many(
     batch_size: int = 8,
     device: torch.device | str = "cpu",
     out_dtype: np.dtype | type = np.float16,
-    progress: ProgressCallback | None = None,
     on_message: MessageCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> Iterator[np.ndarray]:
+) -> Iterator[np.ndarray | TilesDone]:
     """Run the network tile by tile over a stream of channel-first images.
 
     Tiles of consecutive small images share batches, which keeps a GPU busy on folders of
@@ -122,9 +150,6 @@ def predict_outputs_many(
         Where the network runs.
     out_dtype : dtype
         Storage type of the result (float16 halves memory; values are in [0, 1]).
-    progress : callable(done, total), optional
-        Called after each batch of tiles; ``total`` counts the tiles of the images planned
-        so far.
     on_message : callable(str), optional
         Receives notices such as out-of-memory retries.
     should_stop : callable() -> bool, optional
@@ -132,8 +157,10 @@ def predict_outputs_many(
 
     Yields
     ------
-    ndarray, shape (2, *spatial)
-        Foreground probability and auxiliary map of each image.
+    ndarray, shape (2, *spatial), or TilesDone
+        Foreground probability and auxiliary map of each image, and after each batch of
+        tiles a :class:`TilesDone` (its ``total`` counts the tiles of the images planned so
+        far), so a caller can show progress within one large image without a thread.
 
     Notes
     -----
@@ -152,7 +179,7 @@ def predict_outputs_many(
     in_flight: list[_Job] = []
     done = total = 0
 
-    def run_pending() -> Iterator[np.ndarray]:
+    def run_pending() -> Iterator[np.ndarray | TilesDone]:
         nonlocal batch_size, done
         if should_stop is not None and should_stop():
             raise _Stopped
@@ -165,8 +192,7 @@ def predict_outputs_many(
             job.remaining -= 1
         done += len(pending)
         pending.clear()
-        if progress is not None:
-            progress(done, total)
+        yield TilesDone(done, total)
         while in_flight and in_flight[0].remaining == 0:
             job = in_flight.pop(0)
             job.band.flush_all(job.out)

@@ -13,16 +13,15 @@ from napari.utils.colormaps.standardize_color import transform_color
 
 from ..engine.annotation_set import AnnotatedImage, safe_name
 from ..engine.errors import InputError
-from ..engine.regions import count_objects, objects_in_region, region_geometry
-from .layer_pairs import layer_image_data, regions_from_shapes
+from ..engine.regions import Region, count_objects, objects_in_region, region_geometry
+from .layer_pairs import GROUND_TRUTH_SUFFIX, REGIONS_SUFFIX, layer_image_data, spatial_shape
+from .shape_regions import regions_from_shapes
 
 if TYPE_CHECKING:
     import napari
 
 ROLE_COLOURS = {"train": "yellow", "val": "cyan"}
 ROLE_TITLES = {"train": "training", "val": "validation"}
-GROUND_TRUTH_SUFFIX = " ground truth"
-REGIONS_SUFFIX = " regions"
 
 
 def find_layer(viewer: napari.Viewer, name: str, kind: type) -> object | None:
@@ -30,12 +29,6 @@ def find_layer(viewer: napari.Viewer, name: str, kind: type) -> object | None:
     layers = viewer.layers  # a LayerList: no dict-like get()
     layer = layers[name] if name in layers else None  # noqa: SIM401
     return layer if isinstance(layer, kind) else None
-
-
-def spatial_shape(image: Image) -> tuple[int, ...]:
-    """The image's shape without an RGB channel axis: the shape its labels need."""
-    shape = tuple(layer_image_data(image).shape)
-    return shape[:-1] if image.rgb else shape
 
 
 def _transforms(image: Image) -> dict:
@@ -118,18 +111,25 @@ def add_annotated_item(viewer: napari.Viewer, item: AnnotatedImage) -> Image:
 
 
 def region_rows(
-    labels: Labels | None, shapes: Shapes, image: Image, spatial_ndim: int
+    labels: np.ndarray | None,
+    regions: list[Region],
+    image_shape: tuple[int, ...],
+    spatial_ndim: int,
 ) -> list[tuple[str, ...]]:
-    """One row per region: number, role, frame, size and objects annotated in it."""
+    """One row per region: number, role, frame, size and objects annotated in it.
+
+    Works on arrays (``labels``: the ground truth's data, or None), so it runs in a
+    worker; ``regions`` come from :func:`regions_from_shapes` on the main thread.
+    """
     rows = []
-    for i, region in enumerate(regions_from_shapes(shapes, spatial_ndim, image), start=1):
+    for i, region in enumerate(regions, start=1):
         frame = ", ".join(f"t={t}" for t in region.frame) if region.frame else "–"
         try:
             n_lead = len(region.frame)
-            box, _ = region_geometry(region, spatial_shape(image)[n_lead:])
+            box, _ = region_geometry(region, image_shape[n_lead:])
             size = " × ".join(str(s.stop - s.start) for s in box)
             objects = (
-                "–" if labels is None else str(objects_in_region(labels.data, region, spatial_ndim))
+                "–" if labels is None else str(objects_in_region(labels, region, spatial_ndim))
             )
         except InputError:
             size, objects = "outside image", "–"
@@ -137,15 +137,28 @@ def region_rows(
     return rows
 
 
-def whole_image_summary(labels: Labels, spatial_ndim: int) -> str:
+def whole_image_summary(labels: np.ndarray, spatial_ndim: int) -> str:
     """``"whole image: N objects"``, or per frame counts summed for a time series."""
-    data = labels.data
-    n_lead = data.ndim - spatial_ndim
+    n_lead = labels.ndim - spatial_ndim
     if n_lead <= 0:
-        return f"whole image: {count_objects(np.asarray(data))} objects"
-    counts = [count_objects(np.asarray(data[f])) for f in np.ndindex(*data.shape[:n_lead])]
+        return f"whole image: {count_objects(np.asarray(labels))} objects"
+    counts = [count_objects(np.asarray(labels[f])) for f in np.ndindex(*labels.shape[:n_lead])]
     frames = sum(1 for c in counts if c)
     return f"whole image: {sum(counts)} objects in {frames} of {len(counts)} frames"
+
+
+def annotation_counts(
+    labels: np.ndarray | None,
+    regions: list[Region],
+    image_shape: tuple[int, ...],
+    spatial_ndim: int,
+) -> tuple[list[tuple[str, ...]], str]:
+    """The Annotate widget's table rows and summary line; runs in a worker."""
+    if regions:
+        return region_rows(labels, regions, image_shape, spatial_ndim), ""
+    if labels is not None:
+        return [], whole_image_summary(labels, spatial_ndim)
+    return [], "No ground truth yet: press 'New ground truth'."
 
 
 def _is_rectangle(vertices: np.ndarray) -> bool:

@@ -5,13 +5,12 @@ Plain functions on napari layers: no Qt, no dialogs; the predict widget asks the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-Region = tuple[slice, ...]
+from .shape_regions import Box
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class CopyReport:
 def copy_predictions(
     predictions: np.ndarray,
     ground_truth,
-    region: Region | Sequence[Region] | None = None,
+    region: Box | Sequence[Box] | None = None,
     overwrite: bool = False,
 ) -> CopyReport:
     """Copy predicted objects into the ground-truth Labels layer, undoable in one step.
@@ -125,7 +124,7 @@ def copy_predictions(
     )
 
 
-def _crop_and_mask(shape: Sequence[int], region) -> tuple[Region, np.ndarray]:
+def _crop_and_mask(shape: Sequence[int], region) -> tuple[Box, np.ndarray]:
     """Bounding box of the region and the region's mask within that box."""
     shape = tuple(shape)
     if region is None:
@@ -146,85 +145,9 @@ def _crop_and_mask(shape: Sequence[int], region) -> tuple[Region, np.ndarray]:
     return crop, mask
 
 
-def _boxes(region, shape) -> list[Region]:
+def _boxes(region, shape) -> list[Box]:
     boxes = [region] if len(region) and isinstance(region[0], slice) else list(region)
     for box in boxes:
         if len(box) != len(shape):
             raise ValueError(f"region {box} does not have {len(shape)} dimensions")
     return boxes
-
-
-def box_from_points(points: np.ndarray, shape: Sequence[int]) -> Region | None:
-    """The pixels whose centres lie within the bounding box of ``points`` (data
-    coordinates, one row per point), clipped to ``shape``; None if that is empty."""
-    points = np.asarray(points, float)
-    box = []
-    for axis, size in enumerate(shape):
-        low, high = points[:, axis].min(), points[:, axis].max()
-        if high - low < 1e-6:  # a flat axis: the frame the shape was drawn on
-            start = stop = round(low)
-            stop += 1
-        else:
-            start, stop = math.ceil(low), math.floor(high) + 1
-        start, stop = max(0, start), min(size, stop)
-        if start >= stop:
-            return None
-        box.append(slice(start, stop))
-    return tuple(box)
-
-
-def boxes_from_shapes(shapes_layer, target_layer, frame_point: Sequence[float]) -> list[Region]:
-    """Rectangles of a Shapes layer as boxes in ``target_layer``'s data coordinates.
-
-    Shapes with fewer dimensions than the target (2D rectangles over a stack) apply to the
-    frame at ``frame_point`` (world coordinates of the viewer's current position).
-    """
-    boxes = []
-    for vertices, kind in zip(shapes_layer.data, shapes_layer.shape_type, strict=True):
-        if kind != "rectangle":
-            continue
-        points = []
-        for vertex in np.asarray(vertices, float):
-            world = np.asarray(shapes_layer.data_to_world(vertex), float)
-            full = np.array(frame_point, float)[-target_layer.ndim :]
-            full[-len(world) :] = world[-target_layer.ndim :]
-            points.append(target_layer.world_to_data(full))
-        box = box_from_points(np.array(points), target_layer.data.shape)
-        if box is not None:
-            boxes.append(box)
-    return boxes
-
-
-def frame_box(target_layer, frame_point: Sequence[float], n_leading: int) -> Region:
-    """The whole current frame: leading axes fixed at the viewer's position, the rest full."""
-    position = target_layer.world_to_data(np.asarray(frame_point, float)[-target_layer.ndim :])
-    box = []
-    for axis, size in enumerate(target_layer.data.shape):
-        if axis < n_leading:
-            index = int(np.clip(round(position[axis]), 0, size - 1))
-            box.append(slice(index, index + 1))
-        else:
-            box.append(slice(0, size))
-    return tuple(box)
-
-
-def view_box(target_layer, frame_point: Sequence[float], displayed: Sequence[int]) -> Region:
-    """The part of the current frame that the canvas shows (from the layer's corner pixels,
-    which napari updates on each draw); the whole frame if the layer was never drawn."""
-    shape = target_layer.data.shape
-    position = target_layer.world_to_data(np.asarray(frame_point, float)[-target_layer.ndim :])
-    corners = np.asarray(target_layer.corner_pixels)
-    drawn = corners.shape == (2, len(shape)) and (corners[1] > corners[0]).any()
-    box = []
-    for axis, size in enumerate(shape):
-        if axis in displayed:
-            if drawn:
-                start = int(np.clip(corners[0, axis], 0, size))
-                stop = int(np.clip(corners[1, axis] + 1, 0, size))
-                box.append(slice(start, max(start, stop)))
-            else:
-                box.append(slice(0, size))
-        else:
-            index = int(np.clip(round(position[axis]), 0, size - 1))
-            box.append(slice(index, index + 1))
-    return tuple(box)

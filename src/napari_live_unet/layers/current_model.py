@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from psygnal import Signal
 
-from .engine.model import SegmentationModel
+from ..engine.model import SegmentationModel
 
 
 class CurrentModel:

@@ -1,14 +1,15 @@
-"""What the predict widget runs in its workers: no Qt, no layers.
+"""The prediction jobs: segment an image layer's data frame by frame, and re-label cached
+outputs with new thresholds.
 
-The generators here run in napari thread workers and yield plain tuples; the widget applies
-them to layers on the main thread.
+The jobs run in workers (see :mod:`.jobs`) and yield the typed events below; the predict
+widget applies them to layers on the main thread. No Qt here, and no layer is read or
+written: the widget hands over the layer's array.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +17,10 @@ import numpy as np
 
 from ..engine.config import ModelConfig, PostprocessConfig
 from ..engine.errors import InputError
-from ..engine.image_adapter import AUTO_FIT, AdaptOptions, scale_postprocess
+from ..engine.image_adapter import AUTO_FIT, Adaptation, AdaptOptions, scale_postprocess
 from ..engine.model import SegmentationModel
 from ..engine.postprocess import instances_from_outputs
+from ..engine.predict import TilesDone
 
 CACHE_MAX_PIXELS = 64_000_000
 """Keep per-frame post-processing caches only up to this many pixels in all (about 10 bytes
@@ -174,7 +176,43 @@ def _stack(frames: list[np.ndarray], plan: FramePlan, dtype=None) -> np.ndarray:
     return out
 
 
-def predict_events(
+@dataclass(frozen=True)
+class PredictionProgress:
+    """Tiles done of the (estimated) total for all frames."""
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class InputFitted:
+    """A frame was fitted to the model; ``text`` says how (e.g. "inverted")."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class FramePredicted:
+    """One frame's network outputs, instance labels and post-processing cache."""
+
+    index: tuple[int, ...]
+    outputs: np.ndarray
+    labels: np.ndarray
+    cache: dict | None
+
+
+@dataclass(frozen=True)
+class FrameRelabelled:
+    """New instance labels of frame ``position`` (in frame order) after a threshold change."""
+
+    position: int
+    labels: np.ndarray
+
+
+PredictionEvent = PredictionProgress | InputFitted | FramePredicted
+
+
+def prediction_job(
     model: SegmentationModel,
     data: Any,
     plan: FramePlan,
@@ -182,23 +220,17 @@ def predict_events(
     stop: threading.Event,
     device: str | None = None,
     adapt: AdaptOptions | None = AUTO_FIT,
-) -> Iterator[tuple]:
-    """Predict every frame; for a napari generator worker.
+) -> Iterator[PredictionEvent]:
+    """Predict every frame of ``data``; a job for a worker.
 
-    Yields ``("progress", done, total)`` (tiles), ``("adapted", text)`` when a frame was
-    fitted to the model (``text`` from :meth:`Adaptation.describe`) and ``("frame", index,
-    outputs, labels, cache)`` per frame, in order. ``adapt`` says how frames are fitted to
+    Yields :class:`PredictionProgress` after each batch of tiles (also within one large
+    frame), :class:`InputFitted` when a frame was fitted to the model, and a
+    :class:`FramePredicted` per frame, in order. ``adapt`` says how frames are fitted to
     the model (None: they are in its terms already); ``params`` are applied as
-    :meth:`SegmentationModel.instances` applies them with ``adapt.diameter``. Ends early once
-    ``stop`` is set (checked between batches of tiles). Frames are read one at a time with
-    ``np.asarray``, so a lazy (dask) array is computed frame by frame here, off the GUI
-    thread.
-
-    The engine reports progress through a callback, so prediction runs in a helper thread
-    and its events are relayed from a queue: the worker can yield progress in the middle of
-    a single large frame.
+    :meth:`SegmentationModel.instances` applies them with ``adapt.diameter``. Ends early
+    once ``stop`` is set (checked between batches of tiles). Frames are read one at a time
+    with ``np.asarray``, so a lazy (dask) array is computed frame by frame, in the worker.
     """
-    events: queue.Queue = queue.Queue()
     keep_caches = plan.n_frames * int(np.prod(plan.spatial)) <= CACHE_MAX_PIXELS
     read = 0
     diameter = adapt.diameter if adapt is not None else None
@@ -211,83 +243,36 @@ def predict_events(
             read += 1
             yield frame
 
-    def progress(done: int, total: int) -> None:
-        # The engine counts the tiles of the frames it has read so far; frames are alike.
-        events.put(("progress", done, max(done, round(total * plan.n_frames / max(1, read)))))
-
-    def run() -> None:
-        try:
-            if device is not None and model.device.type != device:
-                model.to(device)
-            outputs_iter = model.predict_outputs_many(
-                frames(),
-                channel_axis=plan.channel_axis,
-                adapt=adapt,
-                progress=progress,
-                should_stop=stop.is_set,
-                on_adapted=lambda adaptation: events.put(("adapted", adaptation.describe())),
-            )
-            for index, outputs in zip(plan.frames(), outputs_iter, strict=False):
-                cache: dict | None = {} if keep_caches else None
-                labels = instances_from_outputs(outputs, model.config.mode, scaled, cache)
-                events.put(("frame", index, outputs, labels, cache))
-                if stop.is_set():
-                    break
-            events.put(("end",))
-        except BaseException as exc:  # handed to the worker thread, which raises it
-            events.put(("raise", exc))
-
-    helper = threading.Thread(target=run, name="live-unet-predict", daemon=True)
-    helper.start()
-    try:
-        while True:
-            event = events.get()
-            if event[0] == "end":
+    if device is not None and model.device.type != device:
+        model.to(device)
+    stream = model.predict_stream(
+        frames(), channel_axis=plan.channel_axis, adapt=adapt, should_stop=stop.is_set
+    )
+    indices = plan.frames()
+    for item in stream:
+        if isinstance(item, TilesDone):
+            # The engine counts the tiles of the frames read so far; frames are alike.
+            total = round(item.total * plan.n_frames / max(1, read))
+            yield PredictionProgress(item.done, max(item.done, total))
+        elif isinstance(item, Adaptation):
+            yield InputFitted(item.describe())
+        else:
+            cache: dict | None = {} if keep_caches else None
+            labels = instances_from_outputs(item, model.config.mode, scaled, cache)
+            yield FramePredicted(next(indices), item, labels, cache)
+            if stop.is_set():
                 return
-            if event[0] == "raise":
-                raise event[1]
-            yield event
-    finally:
-        stop.set()  # also when the worker is closed early
-        helper.join()
 
 
-def repostprocess_events(
-    result: PredictionResult, params: PostprocessConfig, superseded: Callable[[], bool]
-) -> Iterator[tuple]:
-    """Labels of every frame from the cached outputs with new thresholds.
-
-    Yields ``("frame", i, labels)``; stops early (yielding nothing more) once
-    ``superseded()`` is true, since a newer request will follow.
-    """
+def relabel_job(
+    result: PredictionResult, params: PostprocessConfig, stop: threading.Event
+) -> Iterator[FrameRelabelled]:
+    """Labels of every frame from the cached outputs with new thresholds; a job for a
+    worker. Ends early (yielding nothing more) once ``stop`` is set: a newer request
+    follows."""
     for i, outputs in enumerate(result.outputs):
-        if superseded():
+        if stop.is_set():
             return
         cache = result.caches[i] if i < len(result.caches) else None
         labels = instances_from_outputs(outputs, result.mode, result.instance_params(params), cache)
-        yield ("frame", i, labels)
-
-
-def guarded(events: Callable[..., Iterator[tuple]], *args: Any) -> Iterator[tuple]:
-    """Run an event generator, turning an exception into a final ``("error", exc)`` event,
-    so the widget reports it once (napari would otherwise add its own traceback popup)."""
-    try:
-        yield from events(*args)
-    except Exception as exc:
-        yield ("error", exc)
-
-
-def load_model_guarded(path: str) -> tuple:
-    """``("ok", model)`` or ``("error", exc)``; for a napari function worker (which treats a
-    returned exception object as an error of its own)."""
-    from ..engine.model_file import load_model
-
-    try:
-        return ("ok", load_model(path))
-    except Exception as exc:
-        return ("error", exc)
-
-
-def error_text(exc: BaseException) -> str:
-    """A one-line message: InputError messages are written for users; others get a type."""
-    return str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+        yield FrameRelabelled(i, labels)

@@ -5,31 +5,18 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image, Labels
 
-from .copy_predictions import Region, boxes_from_shapes, frame_box, view_box
+from .layer_pairs import PREDICTIONS_SUFFIX
 from .prediction_job import PredictionResult
+from .shape_regions import Box, boxes_from_shapes, frame_box, view_box
 
 REGIONS = ("whole image (current frame)", "visible field of view", "rectangles of a Shapes layer")
-
-
-def layer_choices(viewer, kind):
-    """A magicgui ``choices`` callable: (name, layer) of the viewer's ``kind`` layers;
-    prediction layers are never offered as ground truth."""
-
-    def choices(_widget=None) -> list[tuple[str, object]]:
-        return [
-            (layer.name, layer)
-            for layer in viewer.layers
-            if isinstance(layer, kind)
-            and not (kind is Labels and layer.name.endswith(" predictions"))
-        ]
-
-    return choices
 
 
 def layer_names(result: PredictionResult) -> tuple[str, str, str]:
     """Names of the labels, foreground and auxiliary-map layers of a result."""
     aux = "boundary" if result.mode == "boundary" else "distance"
-    return tuple(f"{result.image_name} {kind}" for kind in ("predictions", "foreground", aux))
+    name = result.image_name
+    return (name + PREDICTIONS_SUFFIX, f"{name} foreground", f"{name} {aux}")
 
 
 def geometry(viewer, result: PredictionResult, image_layer=None) -> dict:
@@ -79,7 +66,7 @@ def show_outputs(viewer, result: PredictionResult) -> None:
     set_layer(viewer, Image, aux_name, aux, {**style, "colormap": "magenta"})
 
 
-def copy_region(viewer, choice: int, gt, shapes, n_leading: int) -> Region | list[Region]:
+def copy_region(viewer, choice: int, gt, shapes, n_leading: int) -> Box | list[Box]:
     """The region picked in the widget (index into REGIONS), in ``gt``'s data coordinates.
 
     "Whole image" is the current frame of a stack (all of it for a single image or

@@ -1,4 +1,4 @@
-"""Live preview: what the field of view looks like to the model while it trains.
+"""The crop of the view that the live preview segments while the model trains.
 
 The main thread records which part of which image is on screen; the training worker asks
 for that crop between epochs (the engine's ``preview`` hook), and the main thread puts the
@@ -26,7 +26,7 @@ class PreviewWindow:
     stop: tuple[int, ...]
 
 
-class PreviewSource:
+class VisibleCrop:
     """Thread-safe holder of the crop to preview; callable from the training worker.
 
     Parameters

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels, Shapes
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
@@ -21,40 +21,35 @@ from qtpy.QtWidgets import (
 )
 
 from ..engine.annotation_set import load_annotation_set, save_annotation_set
-from ..engine.data import TrainingPair
 from ..engine.errors import InputError
 from ..layers.annotation_layers import (
-    REGIONS_SUFFIX,
     ROLE_TITLES,
     add_annotated_item,
     add_ground_truth,
     add_regions_layer,
     annotated_item,
+    annotation_counts,
     find_layer,
-    region_rows,
     set_role,
-    whole_image_summary,
 )
-from ..layers.layer_pairs import ground_truth_of, pairs_from_layers
+from ..layers.jobs import one_shot
+from ..layers.layer_pairs import REGIONS_SUFFIX, ground_truth_of, layer_choices, spatial_shape
+from ..layers.shape_regions import regions_from_shapes
 from ._region_table import RegionTable
+from .job_runner import JobEnd, JobRunner
 
 if TYPE_CHECKING:
     import napari
-    from napari.qt.threading import FunctionWorker
 
 _REFRESH_DELAY_MS = 300
 
 
-def _input_errors_returned(func, *args):
-    """Run ``func``, returning an :class:`InputError` instead of raising it.
+class AnnotateState(Enum):
+    """File work of the widget; the Save and Load buttons follow from it."""
 
-    Bad input is then reported as a plain message, while bugs still reach napari's error
-    notifications with their traceback.
-    """
-    try:
-        return func(*args)
-    except InputError as exc:
-        return exc
+    IDLE = "idle"
+    SAVING = "saving"
+    LOADING = "loading"
 
 
 class AnnotateWidget(QWidget):
@@ -68,17 +63,19 @@ class AnnotateWidget(QWidget):
     Notes
     -----
     The train widget reads the annotations through :attr:`image_layer`,
-    :attr:`labels_layer`, :attr:`regions_layer`, :attr:`spatial_ndim` or
-    :meth:`training_pairs`.
+    :attr:`labels_layer`, :attr:`regions_layer` and :attr:`spatial_ndim`.
     """
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self._workers: set[FunctionWorker] = set()
+        self.state = AnnotateState.IDLE
+        self._files = JobRunner(self, "Annotations")
+        self._counting = JobRunner(self, "Counting objects")
+        self._count_again = False
         self._watched: list = []
 
-        self._image_combo = ComboBox(label="image", choices=self._image_choices)
+        self._image_combo = ComboBox(label="image", choices=layer_choices(napari_viewer, Image))
         self._ndim_combo = ComboBox(
             choices=[("2D images (leading axes are frames)", 2), ("3D volumes", 3)], value=2
         )
@@ -166,25 +163,8 @@ class AnnotateWidget(QWidget):
 
     @property
     def is_busy(self) -> bool:
-        """Whether a save or load is running."""
-        return bool(self._workers)
-
-    def training_pairs(self) -> tuple[list[TrainingPair], list[TrainingPair]]:
-        """Copies of the annotated data as (train, val) pairs; call on the main thread.
-
-        Raises
-        ------
-        InputError
-            If there is no image or ground truth, or nothing annotated holds an object.
-        """
-        image, labels = self.image_layer, self.labels_layer
-        if image is None:
-            raise InputError("open an image first")
-        if labels is None:
-            raise InputError(
-                f"{image.name}: no ground truth yet. Press 'New ground truth' and paint objects."
-            )
-        return pairs_from_layers(image, labels, self.regions_layer, self.spatial_ndim)
+        """Whether a save, a load or a count of the annotated objects is running."""
+        return self.state is not AnnotateState.IDLE or self._counting.is_running
 
     def reset_choices(self, *_) -> None:
         """Update the image list; napari calls this when layers change."""
@@ -227,57 +207,71 @@ class AnnotateWidget(QWidget):
         self._watch()
         return shapes
 
-    def save_to(self, folder: str | Path) -> FunctionWorker | None:
-        """Save the image, ground truth and regions into an annotation set folder.
-
-        Runs in a worker thread; returns it (already started), or ``None`` on bad input.
-        """
+    def save_to(self, folder: str | Path) -> bool:
+        """Save the image, ground truth and regions into an annotation set folder, in a
+        worker; returns whether saving started (problems are shown as notifications)."""
         image, labels = self.image_layer, self.labels_layer
+        if self.state is not AnnotateState.IDLE:
+            return False
         if image is None or labels is None:
             show_error("Nothing to save: create and paint the image's ground truth first.")
-            return None
+            return False
         try:
             item = annotated_item(image, labels, self.regions_layer, self.spatial_ndim)
         except InputError as exc:
             show_error(str(exc))
-            return None
-        worker = create_worker(
-            _input_errors_returned, save_annotation_set, folder, [item], _ignore_errors=True
-        )
-        return self._start(
-            worker,
+            return False
+        self._run_file_job(
+            AnnotateState.SAVING,
+            lambda: save_annotation_set(folder, [item]),
             f"Saving to {folder} …",
-            lambda _: self._status.setText(f"Saved '{item.name}' to {folder}"),
+            lambda _done: self._status.setText(f"Saved '{item.name}' to {folder}"),
         )
+        return True
 
-    def load_from(self, folder: str | Path) -> FunctionWorker:
-        """Load an annotation set: each image with its ground truth and regions layers.
-
-        Runs in a worker thread; layers are added on the main thread when it returns.
-        """
-        worker = create_worker(
-            _input_errors_returned, load_annotation_set, folder, _ignore_errors=True
+    def load_from(self, folder: str | Path) -> bool:
+        """Load an annotation set in a worker: each image with its ground truth and regions
+        layers (added on the main thread when it is read); returns whether loading started."""
+        if self.state is not AnnotateState.IDLE:
+            return False
+        self._run_file_job(
+            AnnotateState.LOADING,
+            lambda: load_annotation_set(folder),
+            f"Loading {folder} …",
+            lambda done: self._add_items(done.value, folder),
         )
-        return self._start(
-            worker, f"Loading {folder} …", lambda items: self._add_items(items, folder)
-        )
+        return True
 
     def refresh(self) -> None:
-        """Recount the objects in each region (or the whole image) and redraw the table."""
+        """Recount the objects in each region (or the whole image) in a worker, then redraw
+        the table; a request while counting runs again when the count ends."""
         self._timer.stop()
+        if self._counting.is_running:
+            self._count_again = True
+            return
+        self._count_again = False
         image, labels, shapes = self.image_layer, self.labels_layer, self.regions_layer
-        rows, summary = [], ""
+        if image is None:
+            self._show_counts([], "")
+            return
         try:
-            if shapes is not None and len(shapes.data):
-                rows = region_rows(labels, shapes, image, self.spatial_ndim)
-            elif labels is not None:
-                summary = whole_image_summary(labels, self.spatial_ndim)
-            elif image is not None:
-                summary = "No ground truth yet: press 'New ground truth'."
+            regions = (
+                regions_from_shapes(shapes, self.spatial_ndim, image)
+                if shapes is not None and len(shapes.data)
+                else []
+            )
         except InputError as exc:
-            summary = str(exc)
-        self._table.set_rows(rows)
-        self._summary.setText(summary)
+            self._show_counts([], str(exc))
+            return
+        # The worker reads the ground truth's array (not the layer); a stroke painted while
+        # it counts is counted by the refresh that stroke schedules.
+        data = None if labels is None else labels.data
+        shape, ndim = spatial_shape(image), self.spatial_ndim
+        self._counting.start(
+            lambda _stop: one_shot(annotation_counts, data, regions, shape, ndim),
+            lambda done: self._show_counts(*done.value),
+            self._counted,
+        )
 
     def table_rows(self) -> list[tuple[str, ...]]:
         """The region table's text, row by row (what the user sees)."""
@@ -294,9 +288,6 @@ class AnnotateWidget(QWidget):
         return self._status.text()
 
     # --------------------------------------------------------------------- internals
-
-    def _image_choices(self, _widget=None) -> list[tuple[str, Image]]:
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
 
     def _image_changed(self, *_) -> None:
         image = self.image_layer
@@ -345,31 +336,30 @@ class AnnotateWidget(QWidget):
     def _schedule_refresh(self, *_) -> None:
         self._timer.start()
 
-    def _start(self, worker: FunctionWorker, message: str, on_success) -> FunctionWorker:
-        self._workers.add(worker)
-
-        def returned(result) -> None:
-            if isinstance(result, InputError):
-                self._status.setText(str(result))
-                show_error(str(result))
-            else:
-                on_success(result)
-
-        worker.returned.connect(returned)
-        # Unexpected errors reach napari's notifications (with traceback) by themselves.
-        worker.errored.connect(lambda exc: self._status.setText(f"{type(exc).__name__}: {exc}"))
-        worker.finished.connect(lambda: self._finished(worker))
-        self._save_button.setEnabled(False)
-        self._load_button.setEnabled(False)
+    def _run_file_job(self, state: AnnotateState, work, message: str, on_done) -> None:
+        self._files.start(lambda _stop: one_shot(work), on_done, self._file_job_ended)
+        self.state = state
         self._status.setText(message)
-        worker.start()
-        return worker
+        self._update_enabled()
 
-    def _finished(self, worker: FunctionWorker) -> None:
-        self._workers.discard(worker)
-        if not self._workers:
-            self._save_button.setEnabled(True)
-            self._load_button.setEnabled(True)
+    def _file_job_ended(self, end: JobEnd) -> None:
+        if end.failure is not None:
+            self._status.setText(end.failure.message)
+        self.state = AnnotateState.IDLE
+        self._update_enabled()
+
+    def _update_enabled(self) -> None:
+        idle = self.state is AnnotateState.IDLE
+        self._save_button.setEnabled(idle)
+        self._load_button.setEnabled(idle)
+
+    def _show_counts(self, rows: list[tuple[str, ...]], summary: str) -> None:
+        self._table.set_rows(rows)
+        self._summary.setText(summary)
+
+    def _counted(self, _end: JobEnd) -> None:
+        if self._count_again:
+            self.refresh()
 
     def _add_items(self, items, folder) -> None:
         images = [add_annotated_item(self.viewer, item) for item in items]
@@ -392,6 +382,8 @@ class AnnotateWidget(QWidget):
             self.load_from(folder)
 
     def closeEvent(self, event) -> None:
+        self._files.shutdown()
+        self._counting.shutdown()
         for emitter, callback in self._watched:
             emitter.disconnect(callback)
         self._watched = []

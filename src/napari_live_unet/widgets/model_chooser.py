@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from napari.qt.threading import create_worker
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QVBoxLayout, QWidget
 
 from ..engine.builtin_models import builtin_model_names, builtin_model_path
+from ..engine.model_file import load_model
 from ..layers.current_model import current_model, describe_model
-from ..layers.prediction_job import error_text, load_model_guarded
+from ..layers.jobs import Done, one_shot
+from .job_runner import JobEnd, JobOutcome, JobRunner
 from .widget_lifetime import connect_while_alive
 
 CURRENT = "current model"
@@ -43,7 +44,7 @@ class ModelChooser(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._worker = None
+        self._jobs = JobRunner(self, "Loading the model")
         self.combo = QComboBox()
         self.combo.addItem(CURRENT, "current")
         for name in builtin_model_names():
@@ -64,7 +65,7 @@ class ModelChooser(QWidget):
 
     @property
     def is_loading(self) -> bool:
-        return self._worker is not None
+        return self._jobs.is_running
 
     def choose(self, text: str) -> None:
         """Pick an entry by its text, as a click would (e.g. ``"nuclei (built-in)"``)."""
@@ -87,33 +88,44 @@ class ModelChooser(QWidget):
                 return
         self._show_current()
 
-    def load(self, path: str | Path, source: str | None = None) -> None:
+    def load(self, path: str | Path, source: str | None = None) -> bool:
         """Load a model file in a worker and make it the current model (named ``source``,
-        by default the path)."""
+        by default the path); returns whether loading started."""
         path = str(path)
-        source = source or path
-        if self._worker is not None:
+        label = source or path
+        if self._jobs.is_running:
             self.message.emit("A model is loading already; try again when it is done.", True)
-            return
-        self.message.emit(f"Loading {source if source != path else Path(path).name}…", False)
+            return False
+        self.message.emit(f"Loading {label if label != path else Path(path).name}…", False)
         self.combo.setEnabled(False)
-        worker = create_worker(load_model_guarded, path, _start_thread=False)
-        worker.returned.connect(lambda outcome: self._on_loaded(outcome, source))
-        worker.finished.connect(self._on_load_finished)
-        self._worker = worker
+        self._jobs.start(
+            lambda _stop: one_shot(load_model, path),
+            lambda event: self._on_loaded(event, label),
+            self._on_load_end,
+        )
         self.loading.emit(True)
-        worker.start()
+        return True
 
-    def _on_loaded(self, outcome: tuple, source: str) -> None:
-        if outcome[0] == "error":
-            self.message.emit(f"Could not load the model: {error_text(outcome[1])}", True)
+    def cancel(self) -> None:
+        """Drop the model being loaded when it arrives; the current model stays."""
+        self._jobs.request_stop()
+
+    def shutdown(self) -> None:
+        """The window is closing: a model still loading is not applied."""
+        self._jobs.shutdown()
+
+    def _on_loaded(self, event: Done, source: str) -> None:
+        if self._jobs.stop_requested:
             return
-        current_model.set(outcome[1], source)
+        current_model.set(event.value, source)
         name = source if source.endswith("(built-in)") else Path(source).name
         self.message.emit(f"Model {name} loaded.", False)
 
-    def _on_load_finished(self) -> None:
-        self._worker = None
+    def _on_load_end(self, end: JobEnd) -> None:
+        if end.failure is not None:
+            self.message.emit(f"Could not load the model: {end.failure.message}", False)
+        elif end.outcome is JobOutcome.STOPPED:
+            self.message.emit("Loading cancelled; the current model stays.", False)
         self.combo.setEnabled(True)
         self._show_current()
         self.loading.emit(False)

@@ -3,12 +3,11 @@ and copy predictions into the ground truth for the next round of training."""
 
 from __future__ import annotations
 
-import threading
+from enum import Enum
 from pathlib import Path
 
 from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels, Shapes
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -29,27 +28,37 @@ from ..engine.device import available_devices
 from ..engine.errors import InputError
 from ..layers.copy_predictions import copy_predictions
 from ..layers.current_model import current_model
-from ..layers.layer_pairs import ground_truth_of, layer_image_data
+from ..layers.layer_pairs import ground_truth_of, layer_choices, layer_image_data
 from ..layers.prediction_job import (
+    FramePredicted,
+    InputFitted,
+    PredictionProgress,
     PredictionResult,
-    error_text,
-    guarded,
     plan_frames,
-    predict_events,
-    repostprocess_events,
+    prediction_job,
+    relabel_job,
 )
 from ..layers.prediction_layers import (
     REGIONS,
     copy_region,
-    layer_choices,
     layer_names,
     show_labels,
     show_outputs,
 )
 from .input_controls import InputControls
+from .job_runner import JobEnd, JobOutcome, JobRunner
 from .model_chooser import ModelChooser
 from .postprocess_controls import PostprocessControls
-from .widget_lifetime import connect_while_alive, on_window_close
+from .widget_lifetime import connect_while_alive
+
+
+class PredictState(Enum):
+    """What the widget is doing; the buttons follow from it (:meth:`_update_enabled`)."""
+
+    IDLE = "idle"
+    LOADING = "loading a model"
+    PREDICTING = "predicting"
+    CANCELLING = "cancelling"
 
 
 class PredictWidget(QWidget):
@@ -58,15 +67,14 @@ class PredictWidget(QWidget):
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        self.state = PredictState.IDLE
         self._result: PredictionResult | None = None  # last complete prediction
         self._pending: PredictionResult | None = None  # prediction being filled
         self._image_layer = None  # layer being predicted
-        self._stop = threading.Event()
-        self._cancelled = self._dropped = False
-        self._error: str | None = None
-        self._predict_worker = self._post_worker = None
-        self._post_superseded = threading.Event()
-        self._post_again = False
+        self._stop_reason = ""  # why a stop was asked for: shown when the run ends
+        self._jobs = JobRunner(self, "Prediction")
+        self._relabel = JobRunner(self, "Post-processing")
+        self._relabel_again = False
 
         self.models = ModelChooser()
         self.model_combo, self.model_label = self.models.combo, self.models.label
@@ -95,7 +103,7 @@ class PredictWidget(QWidget):
 
         for source in (self.models, self.inputs):
             source.message.connect(lambda text, error: self._say(text, error=error))
-        self.models.loading.connect(self._update_enabled)
+        self.models.loading.connect(self._on_loading)
         self.image_combo.changed.connect(self._update_channels)
         self.predict_button.clicked.connect(self.predict)
         self.cancel_button.clicked.connect(self.cancel)
@@ -150,9 +158,12 @@ class PredictWidget(QWidget):
     def _on_layer_removed(self, event) -> None:
         self.reset_choices()
         if self._image_layer is not None and event.value is self._image_layer:
-            self._dropped = True
-            self._stop.set()
-            self._say(f"Image layer '{event.value.name}' was deleted: stopping prediction…")
+            name = event.value.name
+            self._stop_running(
+                f"Prediction dropped: the image layer '{name}' was deleted while it was being "
+                "predicted.",
+            )
+            self._say(f"Image layer '{name}' was deleted: stopping prediction…")
 
     def _on_model_changed(self, model, source: str) -> None:
         if model is not None:
@@ -191,86 +202,85 @@ class PredictWidget(QWidget):
 
     # -- prediction ------------------------------------------------------------------
 
+    @property
     def is_busy(self) -> bool:
         """Whether a prediction, a threshold update or a model load is running."""
-        workers = (self._predict_worker, self._post_worker)
-        return self.models.is_loading or any(w is not None for w in workers)
+        return self.state is not PredictState.IDLE or self._relabel.is_running
 
-    def predict(self) -> None:
-        """Predict the chosen image layer with the current model, in a worker."""
+    def predict(self) -> bool:
+        """Predict the chosen image layer with the current model in a worker; returns
+        whether it started (problems are shown in the status line)."""
         model, layer = current_model.model, self.image_combo.value
-        if self._predict_worker is not None or self.models.is_loading:
-            return
+        if self.state is not PredictState.IDLE:
+            return False
         if model is None or layer is None:
             self._say("Choose an image layer and train or load a model first.", error=True)
-            return
+            return False
         data = layer_image_data(layer)
         try:
             adapt = self.inputs.adapt_options()
             plan = plan_frames(data.shape, layer.rgb, model.config, layer.name, adapt.channel)
         except InputError as exc:
             self._say(str(exc), error=True)
-            return
+            return False
         params = self.params(model.postprocess)
         zoom, ndim = model.zoom_for(adapt.diameter), model.config.ndim
         self._pending = PredictionResult(
             layer.name, plan, model.config.mode, params, zoom=zoom, ndim=ndim
         )
         self._image_layer = layer
-        self._stop = threading.Event()
-        self._cancelled = self._dropped = False
-        self._error = None
         device = self.device_combo.currentText()
-        args = (predict_events, model, data, plan, params, self._stop, device, adapt)
-        worker = create_worker(guarded, *args, _start_thread=False)
-        worker.yielded.connect(self._on_predict_event)
-        worker.finished.connect(self._on_predict_finished)
-        self._predict_worker = worker
-        on_window_close(self, self.shutdown)
+        self._jobs.start(
+            lambda stop: prediction_job(model, data, plan, params, stop, device, adapt),
+            self._on_predict_event,
+            self._on_predict_end,
+        )
         self.progress.setRange(0, 0)
         self._say(f"Predicting '{layer.name}' ({plan.n_frames} frame(s))…")
-        self._update_enabled()
-        worker.start()
+        self._set_state(PredictState.PREDICTING)
+        return True
 
     def cancel(self) -> None:
-        """Stop the prediction at the next tile; no layer is changed."""
-        if self._predict_worker is not None:
-            self._cancelled = True
-            self._stop.set()
+        """Stop the prediction at the next tile (no layer is changed), or drop the model
+        that is loading (the current model stays)."""
+        if self.state is PredictState.LOADING:
+            self.models.cancel()
+        elif self.state is PredictState.PREDICTING:
+            self._stop_running("Prediction cancelled; no layer was changed.")
             self._say("Cancelling…")
 
-    def _on_predict_event(self, event: tuple) -> None:
-        if event[0] == "progress":
-            self.progress.setRange(0, max(1, event[2]))
-            self.progress.setValue(event[1])
-        elif event[0] == "frame":
-            _, _, outputs, labels, cache = event
-            self._pending.outputs.append(outputs)
-            self._pending.labels.append(labels)
-            self._pending.caches.append(cache)
-        elif event[0] == "adapted":
-            if event[1] not in self._pending.adaptations:
-                self._pending.adaptations.append(event[1])
-        elif event[0] == "error":
-            self._error = error_text(event[1])
+    def _stop_running(self, reason: str) -> None:
+        self._stop_reason = reason
+        self._jobs.request_stop()
+        self._set_state(PredictState.CANCELLING)
 
-    def _on_predict_finished(self) -> None:
+    def _on_predict_event(self, event) -> None:
+        pending = self._pending
+        assert pending is not None
+        if isinstance(event, PredictionProgress):
+            self.progress.setRange(0, max(1, event.total))
+            self.progress.setValue(event.done)
+        elif isinstance(event, FramePredicted):
+            pending.outputs.append(event.outputs)
+            pending.labels.append(event.labels)
+            pending.caches.append(event.cache)
+        elif isinstance(event, InputFitted) and event.text not in pending.adaptations:
+            pending.adaptations.append(event.text)
+
+    def _on_predict_end(self, end: JobEnd) -> None:
         pending, layer = self._pending, self._image_layer
-        self._pending = self._image_layer = self._predict_worker = None
-        self._stop.set()  # if napari's status bar aborted the worker, end its helper thread
+        assert pending is not None
+        self._pending = self._image_layer = None
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self._update_enabled()
-        if self._error is not None:
-            self._say(f"Prediction failed: {self._error}", error=True)
-        elif self._dropped or layer not in self.viewer.layers:
-            self._say(
-                f"Prediction dropped: the image layer '{pending.image_name}' was deleted while "
-                "it was being predicted.",
-                warn=True,
-            )
-        elif self._cancelled or len(pending.outputs) < pending.plan.n_frames:
-            self._say("Prediction cancelled; no layer was changed.")
+        self._set_state(PredictState.IDLE)
+        if end.failure is not None:
+            self.status.setText(f"Prediction failed: {end.failure.message}")
+        elif end.outcome is JobOutcome.STOPPED or layer not in self.viewer.layers:
+            reason = self._stop_reason or "Prediction stopped; no layer was changed."
+            self._say(reason, warn="deleted" in reason)
+        elif len(pending.outputs) < pending.plan.n_frames:
+            self._say("Prediction ended early; no layer was changed.", warn=True)
         else:
             self._result = pending
             show_labels(self.viewer, pending, layer)
@@ -279,6 +289,7 @@ class PredictWidget(QWidget):
             self._say(self._summary())
             if self.params() != pending.params:  # thresholds moved while predicting
                 self.repostprocess()
+        self._stop_reason = ""
 
     def _on_show_outputs(self, checked: bool) -> None:
         if checked and self._result is not None:
@@ -299,35 +310,34 @@ class PredictWidget(QWidget):
         One run at a time (the per-frame caches are not shared between threads); a request
         during a run stops it between frames and starts again: the latest request wins.
         """
-        if self._result is None:
+        result = self._result
+        if result is None:
             return
-        if self._post_worker is not None:
-            self._post_again = True
-            self._post_superseded.set()
+        if self._relabel.is_running:
+            self._relabel_again = True
+            self._relabel.request_stop()
             return
-        self._post_again = False
-        self._post_superseded = superseded = threading.Event()
-        result, params, events = self._result, self.params(), []
-        args = (repostprocess_events, result, params, superseded.is_set)
-        worker = create_worker(guarded, *args, _start_thread=False)
-        worker.yielded.connect(events.append)
-        worker.finished.connect(lambda: self._on_post_finished(result, params, events, superseded))
-        self._post_worker = worker
+        self._relabel_again = False
+        params, labels = self.params(), []
+        self._relabel.start(
+            lambda stop: relabel_job(result, params, stop),
+            lambda event: labels.append(event.labels),
+            lambda end: self._on_relabel_end(end, result, params, labels),
+        )
         self._say("Updating labels…")
-        worker.start()
 
-    def _on_post_finished(self, result, params, events, superseded) -> None:
-        self._post_worker = None
-        errors = [e for e in events if e[0] == "error"]
-        if errors:
-            self._say(f"Post-processing failed: {error_text(errors[0][1])}", error=True)
-        elif result is self._result and not superseded.is_set():
-            labels = [e[2] for e in events]
-            if len(labels) == len(result.outputs):
-                result.labels, result.params = labels, params
-                show_labels(self.viewer, result)
-                self._say(self._summary())
-        if self._post_again:
+    def _on_relabel_end(self, end: JobEnd, result, params, labels) -> None:
+        if end.failure is not None:
+            self.status.setText(f"Post-processing failed: {end.failure.message}")
+        elif (
+            end.outcome is JobOutcome.COMPLETED
+            and result is self._result
+            and len(labels) == len(result.outputs)
+        ):
+            result.labels, result.params = labels, params
+            show_labels(self.viewer, result)
+            self._say(self._summary())
+        if self._relabel_again:
             self.repostprocess()
 
     # -- copy to ground truth ----------------------------------------------------------
@@ -373,18 +383,28 @@ class PredictWidget(QWidget):
 
     def shutdown(self) -> None:
         """Stop work in flight (the viewer is closing); its results will not be applied."""
-        self._cancelled = True
-        self._stop.set()
-        self._post_superseded.set()
+        self._jobs.shutdown()
+        self._relabel.shutdown()
+        self.models.shutdown()
 
     def closeEvent(self, event) -> None:
         self.shutdown()
         super().closeEvent(event)
 
+    def _on_loading(self, loading: bool) -> None:
+        if loading or self.state is PredictState.LOADING:
+            self._set_state(PredictState.LOADING if loading else PredictState.IDLE)
+
+    def _set_state(self, state: PredictState) -> None:
+        self.state = state
+        self._update_enabled()
+
     def _update_enabled(self, *_args) -> None:
-        predicting = self._predict_worker is not None
-        self.predict_button.setEnabled(not predicting and not self.models.is_loading)
-        self.cancel_button.setEnabled(predicting)
+        """Enable the controls the current state allows (the one place that decides)."""
+        idle = self.state is PredictState.IDLE
+        self.predict_button.setEnabled(idle)
+        self.cancel_button.setEnabled(self.state in (PredictState.PREDICTING, PredictState.LOADING))
+        self.models.combo.setEnabled(idle)
         model = current_model.model
         self.thresholds.set_mode(None if model is None else model.config.mode)
         self.shapes_combo.enabled = self.region_combo.currentIndex() == 2

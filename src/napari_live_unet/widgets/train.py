@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import time
-import traceback
+from enum import Enum
 from pathlib import Path
 
-# torch imports torch._dynamo (800 modules, ~1.5 s holding the GIL) the first time an
-# optimiser is built. Doing that in the training worker froze the viewer for ~300 ms at the
-# first Start; importing it with this widget moves the cost to when the plugin opens.
-import torch._dynamo  # noqa: F401
+import torch
 from napari.layers import Image
-from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -28,54 +23,42 @@ from qtpy.QtWidgets import (
 
 from ..engine import events as ev
 from ..engine.errors import InputError
-from ..engine.image_adapter import AdaptOptions
 from ..engine.model import SegmentationModel
 from ..engine.model_file import save_model
-from ..engine.train import train
 from ..layers.current_model import current_model, describe_model
+from ..layers.jobs import Done, one_shot
 from ..layers.layer_pairs import layer_image_data
-from ..layers.visible_crop import PreviewSource
+from ..layers.training_job import (
+    LayerSource,
+    StartChoice,
+    StartNote,
+    TrainingSettings,
+    replaces_current_model,
+    training_job,
+)
 from .input_controls import InputControls
-from .live_preview_layer import LivePreview
+from .job_runner import JobEnd, JobOutcome, JobRunner
+from .live_preview import LivePreviewController
 from .loss_plot import LossPlot
 from .train_settings import TrainSettings
-from .train_start import StartChoice, StartFrom, StartNote, starting_model
-from .training_data import LayerSource, TrainingDataPicker, build_pairs
-from .widget_lifetime import connect_while_alive, on_window_close
+from .train_start import StartFrom
+from .training_data import TrainingDataPicker
+from .widget_lifetime import connect_while_alive
+
+# The first optimiser torch builds imports its compiler stack (~1.5 s holding the GIL). In
+# the training worker that froze the viewer at the first Start; building a throwaway one
+# here moves the cost to when the plugin opens.
+torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
 
 
-def training_job(
-    sources: list[LayerSource],
-    folder: str | None,
-    settings: dict,
-    start: StartChoice,
-    stop: threading.Event,
-    preview: PreviewSource | None,
-    preview_every: int,
-    adapt: AdaptOptions | None = None,
-):
-    """Worker body: build the pairs and the starting model, then relay the engine's
-    training events (and a :class:`StartNote` when the run starts from scratch instead)."""
-    pairs, val_pairs = build_pairs(sources, folder)
-    ndim, channels = pairs[0].labels.ndim, pairs[0].image.shape[0]
-    initial_model, note = starting_model(start, ndim, settings["mode"])
-    if note is not None:
-        yield StartNote(note)
-    model_config = settings["model_config"](ndim, channels)
-    return (
-        yield from train(
-            pairs,
-            settings["train_config"],
-            model_config=model_config,
-            val_pairs=val_pairs or None,
-            initial_model=initial_model,
-            device=settings["device"],
-            should_stop=stop.is_set,
-            preview=preview,
-            preview_every=preview_every,
-            adapt=adapt,
-        )
-    )
+class TrainState(Enum):
+    """What the widget is doing; the buttons follow from it (:meth:`_update_enabled`)."""
+
+    IDLE = "idle"
+    PREPARING = "preparing data"
+    TRAINING = "training"
+    STOPPING = "stopping"
+    SAVING = "saving"
 
 
 class TrainWidget(QWidget):
@@ -84,11 +67,13 @@ class TrainWidget(QWidget):
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.worker: GeneratorWorker | None = None
-        self._stop = threading.Event()
-        self.preview = LivePreview(napari_viewer, self)
+        self.state = TrainState.IDLE
+        self._jobs = JobRunner(self, "Training")
+        self._saving = JobRunner(self, "Saving the model")
+        self.preview = LivePreviewController(napari_viewer, self)
         self._sources: list[LayerSource] = []
         self._start_note = ""
+        self._started_at = 0.0
 
         self.data = TrainingDataPicker(napari_viewer)
         self.inputs = InputControls(self.data.labels_to_measure)
@@ -140,7 +125,6 @@ class TrainWidget(QWidget):
         connect_while_alive(self, current_model.changed, self._show_model)
         connect_while_alive(self, self.viewer.layers.events.removed, self._layer_removed)
         self._show_model(current_model.model, current_model.source)
-        self._set_running(False)
 
     # -- public API ---------------------------------------------------------------------
 
@@ -149,20 +133,21 @@ class TrainWidget(QWidget):
         self.data.reset_choices()
 
     @property
-    def is_training(self) -> bool:
-        return self.worker is not None
+    def is_busy(self) -> bool:
+        """Whether training or saving runs."""
+        return self.state is not TrainState.IDLE
 
-    def start(self, continue_training: bool = False) -> GeneratorWorker | None:
+    def start(self, continue_training: bool = False) -> bool:
         """Start training from the "Start from" choice, or (``continue_training``) fine-tune
-        the current model; returns the worker.
+        the current model; returns whether it started.
 
-        Problems with the data or settings are shown as a notification and return None.
+        Problems with the data or settings are shown as a notification before any work.
         """
-        if self.is_training:
-            return None
+        if self.state is not TrainState.IDLE:
+            return False
         if continue_training and current_model.model is None:
             show_warning("No model to continue: train one (Start) or open a model file first.")
-            return None
+            return False
         try:
             start = (
                 StartChoice("continue", model=current_model.model)
@@ -171,85 +156,74 @@ class TrainWidget(QWidget):
             )
             sources, folder = self.data.snapshot()
             adapt = self.inputs.adapt_options()
-            settings = {
-                "train_config": self.settings.train_config(),
-                "model_config": self.settings.architecture(),
-                "mode": self.settings.mode.currentText(),
-                "device": self.settings.device.currentText(),
-            }
+            settings = TrainingSettings(
+                self.settings.train_config(),
+                self.settings.architecture(),
+                self.settings.mode.currentText(),
+                self.settings.device.currentText(),
+            )
         except (InputError, ValueError) as exc:
             show_error(f"Cannot start training: {exc}")
-            return None
+            return False
         self._sources = sources
-        self._stop.clear()
-        on_window_close(self, self.shutdown)  # the viewer closing ends the run
         self.preview.start(
             self._preview_image_for(sources), sources[0].spatial_ndim if sources else 2
         )
+        crop = self.preview.crop if self.preview.image is not None else None
+        every = self.preview_every.value()
         self.plot.start_run(continue_previous=continue_training)
         self._start_note = ""
         self._started_at = time.monotonic()
-        self.worker = create_worker(
-            training_job,
-            sources,
-            folder,
-            settings,
-            start,
-            self._stop,
-            self.preview.source if self.preview.image is not None else None,
-            self.preview_every.value(),
-            adapt,
-            _start_thread=False,
-            _ignore_errors=True,  # _on_error tells the user; nothing re-raised in the GUI
+        self._jobs.start(
+            lambda stop: training_job(sources, folder, settings, start, stop, crop, every, adapt),
+            self._on_event,
+            self._on_end,
         )
-        self.worker.yielded.connect(self._on_event)
-        self.worker.returned.connect(self._on_returned)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
-        self._set_running(True)
         self.status.setText("Preparing data…")
-        self.worker.start()
-        return self.worker
+        self._set_state(TrainState.PREPARING)
+        return True
 
     def stop(self) -> None:
         """Ask the worker to end at the next step; the best model so far is kept."""
-        if self.is_training:
-            self._stop.set()
+        if self.state in (TrainState.PREPARING, TrainState.TRAINING):
+            self._jobs.request_stop()
+            self._set_state(TrainState.STOPPING)
             self.status.setText("Stopping after this step (keeping the best model)…")
 
-    def shutdown(self, timeout: float = 30.0) -> None:
+    def shutdown(self) -> None:
         """End training now (the viewer is closing): no thresholds, no model update.
 
-        Blocks until the worker thread has ended, so nothing runs on after the window.
+        Does not block: the worker ends at its next step and nothing it yields is applied.
         """
-        worker = self.worker
-        if worker is None:
-            return
-        try:
-            for signal in (worker.yielded, worker.returned, worker.errored, worker.finished):
-                signal.disconnect()
-        except (RuntimeError, TypeError):
-            pass  # the worker already ended and Qt deleted its signals
-        self._stop.set()
-        worker.quit()  # the worker ends at the next event the engine yields
+        self._jobs.shutdown()
+        self._saving.shutdown()
         self.preview.stop()
-        deadline = time.monotonic() + timeout
-        while worker.is_running and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self.worker = None
 
-    def save_to(self, path: str | Path) -> None:
-        """Save the current model to ``path`` in a worker (disk I/O off the GUI thread)."""
+    def closeEvent(self, event) -> None:
+        self.shutdown()
+        super().closeEvent(event)
+
+    def save_to(self, path: str | Path) -> bool:
+        """Save the current model to ``path`` in a worker (disk I/O off the GUI thread);
+        returns whether saving started."""
         model = current_model.model
         if model is None:
             show_warning("No model to save yet: train one first.")
-            return
-        worker = create_worker(save_model, model, path, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(lambda p: show_info(f"Model saved to {p}"))
-        worker.returned.connect(lambda p: current_model.set(model, str(p)))
-        worker.errored.connect(lambda exc: show_error(f"Could not save the model: {exc}"))
-        worker.start()
-        return worker
+            return False
+        if self.state is not TrainState.IDLE:
+            return False
+
+        def saved(event: Done) -> None:
+            show_info(f"Model saved to {event.value}")
+            current_model.set(model, str(event.value))
+
+        self._saving.start(
+            lambda _stop: one_shot(save_model, model, path),
+            saved,
+            lambda _end: self._set_state(TrainState.IDLE),
+        )
+        self._set_state(TrainState.SAVING)
+        return True
 
     # -- worker events (main thread) -------------------------------------------------------
 
@@ -258,6 +232,8 @@ class TrainWidget(QWidget):
             self._start_note = event.message
             self.status.setText(event.message)
         elif isinstance(event, ev.TrainingStarted):
+            if self.state is TrainState.PREPARING:
+                self._set_state(TrainState.TRAINING)
             val = (
                 f"validating on {event.n_val}"
                 if event.n_val
@@ -286,33 +262,32 @@ class TrainWidget(QWidget):
                 + (f" (AP@0.5 {ap:.2f})" if ap is not None else "")
             )
         elif isinstance(event, ev.TrainingFinished):
-            self.progress.setValue(self.progress.maximum())
-            kept = (
-                "Kept the starting model: fine-tuning did not improve validation AP. "
-                if event.kept_start
-                else ""
-            )
+            self._on_training_finished(event)
+
+    def _on_training_finished(self, event: ev.TrainingFinished) -> None:
+        self.progress.setValue(self.progress.maximum())
+        if not replaces_current_model(event):
             self.status.setText(
-                f"{kept}Done ({event.reason}): {event.epochs} epochs, {event.steps} steps in "
-                f"{event.elapsed:.0f} s. {self._start_note}".strip()
+                f"Stopped before the first epoch ended: the current model is unchanged. "
+                f"{self._start_note}".strip()
             )
+            return
+        current_model.set(event.model, f"trained at {time.strftime('%H:%M')}")
+        kept = (
+            "Kept the starting model: fine-tuning did not improve validation AP. "
+            if event.kept_start
+            else ""
+        )
+        self.status.setText(
+            f"{kept}Done ({event.reason}): {event.epochs} epochs, {event.steps} steps in "
+            f"{event.elapsed:.0f} s. {self._start_note}".strip()
+        )
 
-    def _on_returned(self, model: SegmentationModel | None) -> None:
-        if model is not None:
-            current_model.set(model, f"trained at {time.strftime('%H:%M')}")
-
-    def _on_error(self, exc: BaseException) -> None:
-        if isinstance(exc, InputError):
-            show_error(f"Training stopped: {exc}")
-        else:  # a bug rather than bad input: keep the traceback for the report
-            traceback.print_exception(exc)
-            show_error(f"Training failed: {type(exc).__name__}: {exc} (details in the console)")
-        self.status.setText(f"Training stopped: {exc}")
-
-    def _on_finished(self) -> None:
-        self.worker = None
+    def _on_end(self, end: JobEnd) -> None:
         self.preview.stop()
-        self._set_running(False)
+        self._set_state(TrainState.IDLE)
+        if end.outcome is JobOutcome.FAILED and end.failure is not None:
+            self.status.setText(f"Training stopped: {end.failure.message}")
 
     def _show_progress(self, progress: float, elapsed: float, epoch: int, loss: float) -> None:
         self.progress.setValue(int(progress * self.progress.maximum()))
@@ -333,7 +308,7 @@ class TrainWidget(QWidget):
         layer = event.value
         if self.data.forget_layer(layer):
             show_info(f"'{layer.name}' was removed and taken off the list of training pairs.")
-        if not self.is_training:
+        if self.state not in (TrainState.PREPARING, TrainState.TRAINING, TrainState.STOPPING):
             return
         if layer is self.preview.image:
             self.preview.stop()
@@ -345,18 +320,25 @@ class TrainWidget(QWidget):
 
     # -- state ---------------------------------------------------------------------------
 
-    def _set_running(self, running: bool) -> None:
-        self.start_button.setEnabled(not running)
-        self.continue_button.setEnabled(not running and current_model.model is not None)
+    def _set_state(self, state: TrainState) -> None:
+        self.state = state
+        self._update_enabled()
+
+    def _update_enabled(self) -> None:
+        """Enable the controls the current state allows (the one place that decides)."""
+        idle, has_model = self.state is TrainState.IDLE, current_model.model is not None
+        running = self.state in (TrainState.PREPARING, TrainState.TRAINING)
+        self.start_button.setEnabled(idle)
+        self.continue_button.setEnabled(idle and has_model)
         self.stop_button.setEnabled(running)
-        self.save_button.setEnabled(not running and current_model.model is not None)
-        self.settings.set_enabled_while_training(running)
+        self.save_button.setEnabled(idle and has_model)
+        self.settings.set_enabled_while_training(not idle)
         for widget in (self.data, self.inputs, self.start_from):
-            widget.setEnabled(not running)
+            widget.setEnabled(idle)
 
     def _show_model(self, model: SegmentationModel | None, source: str) -> None:
         self.model_label.setText(f"Current model: {describe_model(model, source)}")
-        self._set_running(self.is_training)
+        self._update_enabled()
         self._update_channels()
 
     def _update_channels(self, *_args) -> None:

@@ -2,69 +2,25 @@
 
 Fine-tuning the built-in starter needs a few annotated objects where training from scratch
 needs many. The choice is read on the main thread; model files are loaded in the training
-worker (:func:`starting_model`).
+worker (:func:`~napari_live_unet.layers.training_job.starting_model`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QWidget
 
-from ..engine.builtin_models import STARTER_MODEL, builtin_model_names, builtin_model_path
+from ..engine.builtin_models import STARTER_MODEL, builtin_model_names
 from ..engine.errors import InputError
-from ..engine.model import SegmentationModel
-from ..engine.model_file import load_model
 from ..layers.current_model import current_model
+from ..layers.training_job import StartChoice
 from .model_chooser import builtin_label
 
 CURRENT = "current model"
 MODEL_FILE = "model file…"
 SCRATCH = "scratch (new model)"
-
-
-@dataclass(frozen=True)
-class StartChoice:
-    """What a run starts from: ``kind`` is builtin, current, file or scratch; ``source`` the
-    built-in's name or the file's path; ``model`` the current model (taken at Start)."""
-
-    kind: str
-    source: str = ""
-    model: SegmentationModel | None = None
-
-
-@dataclass(frozen=True)
-class StartNote:
-    """A training-worker event: the run does not start where the user chose, and why."""
-
-    message: str
-
-
-def starting_model(
-    choice: StartChoice, ndim: int, mode: str
-) -> tuple[SegmentationModel | None, str | None]:
-    """The model to fine-tune (None: train from scratch) and a note when the choice could
-    not be followed. Runs in the training worker (it may read a model file).
-
-    The built-in starter segments 2D images in distance mode: for 3D data or boundary mode
-    the run starts from scratch instead.
-    """
-    if choice.kind in ("current", "continue"):
-        return choice.model, None
-    if choice.kind == "file":
-        return load_model(choice.source), None
-    if choice.kind != "builtin":
-        return None, None
-    path = builtin_model_path(choice.source)
-    if ndim != 2 or mode != "distance":
-        why = "these are 3D volumes" if ndim != 2 else "boundary mode is chosen"
-        return None, (
-            f"Starting from scratch: the built-in '{choice.source}' model starts 2D training "
-            f"in distance mode only ({why})."
-        )
-    return load_model(path), None
 
 
 class StartFrom(QComboBox):

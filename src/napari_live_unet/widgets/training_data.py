@@ -1,17 +1,14 @@
 """Which data to train on: image / ground-truth layer pairs, or a folder on disk.
 
-What is read from layers is read here, on the main thread, when training starts (the labels
-are copied so painting during training cannot race the worker); turning it into training
+What is read from layers is read on the main thread when training starts
+(:func:`~napari_live_unet.layers.training_job.snapshot_pair`); turning it into training
 pairs happens in the worker.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels, Shapes
 from qtpy.QtWidgets import (
@@ -28,60 +25,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..engine.annotation_set import pairs_from_annotation_set
-from ..engine.data import TrainingPair, load_folder_pairs
 from ..engine.errors import InputError
-from ..engine.regions import Region, pairs_from_regions
-from ..layers.layer_pairs import (
-    ground_truth_candidates,
-    ground_truth_of,
-    layer_image_data,
-    regions_from_shapes,
-)
+from ..layers.layer_pairs import REGIONS_SUFFIX, ground_truth_of, layer_choices, spatial_shape
+from ..layers.training_job import LayerSource, snapshot_pair
 
 _NO_REGIONS = "(whole images)"
-
-
-@dataclass
-class LayerSource:
-    """A snapshot of one image / ground-truth pair taken when training starts."""
-
-    name: str
-    image: Any  # the image layer's array (numpy or dask), not copied
-    labels: np.ndarray  # a copy
-    regions: list[Region]
-    spatial_ndim: int
-    channel_axis: int | None
-    layer_names: tuple[str, ...]
-
-
-def build_pairs(
-    sources: list[LayerSource], folder: str | None
-) -> tuple[list[TrainingPair], list[TrainingPair]]:
-    """(train, val) pairs from layer snapshots and/or a folder; runs in the worker."""
-    train, val = [], []
-    for s in sources:
-        t, v = pairs_from_regions(
-            s.name, s.image, s.labels, s.regions, s.spatial_ndim, channel_axis=s.channel_axis
-        )
-        train += t
-        val += v
-    if folder:
-        root = Path(folder)
-        if (root / "regions.json").exists():
-            t, v = pairs_from_annotation_set(root)
-        elif (root / "images").is_dir() and (root / "labels").is_dir():
-            t, v = load_folder_pairs(root / "images", root / "labels"), []
-        else:
-            raise InputError(
-                f"{folder}: expected an annotation set (saved by the Annotate widget) or a "
-                "folder with images/ and labels/ subfolders"
-            )
-        train += t
-        val += v
-    if not train:
-        raise InputError("no training data: add an image with its ground truth, or a folder")
-    return train, val
 
 
 class TrainingDataPicker(QWidget):
@@ -95,8 +43,8 @@ class TrainingDataPicker(QWidget):
         group = QButtonGroup(self)
         group.addButton(self.from_layers)
         group.addButton(self.from_folder)
-        self.image = ComboBox(choices=self._layers_of(Image))
-        self.labels = ComboBox(choices=self._ground_truth_choices)
+        self.image = ComboBox(choices=layer_choices(viewer, Image))
+        self.labels = ComboBox(choices=layer_choices(viewer, Labels))
         self.regions = ComboBox(choices=self._regions_choices)
         self.spatial = QComboBox()
         self.spatial.addItems(["2D (each slice or frame is an image)", "3D volumes"])
@@ -136,18 +84,8 @@ class TrainingDataPicker(QWidget):
         self.image.changed.connect(self._guess_partners)
         self._sync()
 
-    def _layers_of(self, kind: type):
-        def choices(_widget=None):
-            return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, kind)]
-
-        return choices
-
-    def _ground_truth_choices(self, _widget=None):
-        # Predictions and live previews are the model's output, never ground truth.
-        return [(layer.name, layer) for layer in ground_truth_candidates(self.viewer.layers)]
-
     def _regions_choices(self, _widget=None):
-        return [(_NO_REGIONS, None), *self._layers_of(Shapes)()]
+        return [(_NO_REGIONS, None), *layer_choices(self.viewer, Shapes)()]
 
     def reset_choices(self) -> None:
         for combo in (self.image, self.labels, self.regions):
@@ -163,7 +101,7 @@ class TrainingDataPicker(QWidget):
         labels = ground_truth_of(self.viewer.layers, image)
         if labels is not None:
             self.labels.value = labels
-        name = f"{image.name} regions"
+        name = image.name + REGIONS_SUFFIX
         if name in self.viewer.layers:
             self.regions.value = self.viewer.layers[name]
 
@@ -188,8 +126,7 @@ class TrainingDataPicker(QWidget):
         image, labels = self.image.value, self.labels.value
         if image is None or labels is None:
             raise InputError("choose an image layer and its ground-truth labels layer first")
-        image_shape = tuple(layer_image_data(image).shape)
-        image_shape = image_shape[:-1] if image.rgb else image_shape
+        image_shape = spatial_shape(image)
         if tuple(labels.data.shape) != image_shape:
             raise InputError(
                 f"ground truth '{labels.name}' has shape {tuple(labels.data.shape)} but image "
@@ -232,7 +169,7 @@ class TrainingDataPicker(QWidget):
                     "widget creates one), or a folder"
                 )
             entries = [(image, labels, self.regions.value, self.spatial_ndim)]
-        return [_snapshot(*entry) for entry in entries], None
+        return [snapshot_pair(*entry) for entry in entries], None
 
     def labels_to_measure(self) -> list[tuple[Any, int]]:
         """(ground-truth data, spatial ndim) of the selected pairs, to measure object sizes.
@@ -247,34 +184,3 @@ class TrainingDataPicker(QWidget):
         if not found:
             raise InputError("choose the ground-truth labels layer to measure")
         return found
-
-    def layers_in_use(self) -> list:
-        """Every layer the current selection would read."""
-        entries = self._added or [(self.image.value, self.labels.value, self.regions.value, 0)]
-        return [layer for entry in entries for layer in entry[:3] if layer is not None]
-
-
-def _snapshot(image: Image, labels: Labels, regions: Shapes | None, spatial_ndim: int):
-    rgb = bool(getattr(image, "rgb", False))
-    image_shape = tuple(image.data.shape[:-1] if rgb else image.data.shape)
-    if tuple(labels.data.shape) != image_shape:
-        raise InputError(
-            f"ground truth '{labels.name}' has shape {tuple(labels.data.shape)} but image "
-            f"'{image.name}' has {image_shape}; create the ground truth from the image in the "
-            "Annotate widget"
-        )
-    if len(image_shape) < spatial_ndim:
-        raise InputError(f"image '{image.name}' is {len(image_shape)}D; it cannot be trained as 3D")
-    return LayerSource(
-        name=image.name,
-        image=image.data,
-        labels=np.array(labels.data, copy=True),
-        regions=(
-            regions_from_shapes(regions, spatial_ndim, image_layer=image)
-            if regions is not None
-            else []
-        ),
-        spatial_ndim=spatial_ndim,
-        channel_axis=-1 if rgb else None,
-        layer_names=tuple(x.name for x in (image, labels, regions) if x is not None),
-    )

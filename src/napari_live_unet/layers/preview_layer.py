@@ -1,0 +1,55 @@
+"""The live-preview Labels layer: what the model makes of the visible area while it trains.
+
+Main-thread functions on the viewer's layers; the crop itself is handed to the training
+worker by :class:`~.visible_crop.VisibleCrop`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels
+
+from .layer_pairs import LIVE_PREVIEW_SUFFIX, spatial_shape
+from .visible_crop import PreviewWindow, visible_window
+
+
+def preview_layer(viewer: Any, image: Image) -> Labels:
+    """The ``"<image> live preview"`` Labels layer, added if it is not there.
+
+    Adding a layer costs a few hundred milliseconds of the GUI thread, so callers add it
+    when a run starts rather than in the middle of training; later previews only swap its
+    data. The image stays the active layer (the painter keeps the brush).
+    """
+    name = image.name + LIVE_PREVIEW_SUFFIX
+    if name in viewer.layers and isinstance(viewer.layers[name], Labels):
+        return viewer.layers[name]
+    active = viewer.layers.selection.active
+    layer = viewer.add_labels(
+        np.zeros((1,) * len(spatial_shape(image)), np.int32),
+        name=name,
+        scale=image.scale,
+        opacity=0.6,
+    )
+    layer.contour = 1
+    viewer.layers.selection.active = active if active is not None else image
+    return layer
+
+
+def show_preview(viewer: Any, image: Image, labels: np.ndarray, window: PreviewWindow) -> None:
+    """Draw labels computed for ``window`` of ``image`` into its preview layer."""
+    layer = preview_layer(viewer, image)
+    offset = [*window.frame, *window.start]
+    translate = [t + o * s for t, o, s in zip(image.translate, offset, image.scale, strict=False)]
+    if not np.allclose(layer.translate, translate):  # each change redraws the layer
+        layer.translate = translate
+    layer.data = labels.reshape((1,) * len(window.frame) + labels.shape)
+
+
+def visible_window_of(viewer: Any, image: Image, spatial_ndim: int, max_size: int) -> PreviewWindow:
+    """The crop of ``image`` the canvas shows now (see :func:`visible_window`)."""
+    shape = spatial_shape(image)
+    displayed = tuple(d for d in viewer.dims.displayed if d < len(shape))
+    point = image.world_to_data(viewer.dims.point[-len(shape) :])
+    return visible_window(image.corner_pixels, point, shape, spatial_ndim, displayed, max_size)

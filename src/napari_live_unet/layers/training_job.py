@@ -1,0 +1,202 @@
+"""The training job: what to train on, where to start from, and the run itself.
+
+The widget reads the layers on the main thread (:func:`snapshot_pair`) and the starting
+point from its controls (:class:`StartChoice`); :func:`training_job` runs in a worker (see
+:mod:`.jobs`), builds the training pairs, loads the starting model and yields the engine's
+training events.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..engine import events as ev
+from ..engine.annotation_set import pairs_from_annotation_set
+from ..engine.builtin_models import builtin_model_path
+from ..engine.config import ModelConfig, TrainConfig
+from ..engine.data import TrainingPair, load_folder_pairs
+from ..engine.errors import InputError
+from ..engine.image_adapter import AdaptOptions
+from ..engine.model import SegmentationModel
+from ..engine.model_file import load_model
+from ..engine.regions import Region, pairs_from_regions
+from ..engine.train import train
+from .shape_regions import regions_from_shapes
+
+if TYPE_CHECKING:
+    from napari.layers import Image, Labels, Shapes
+
+
+@dataclass(frozen=True)
+class StartChoice:
+    """What a run starts from: ``kind`` is builtin, current, file or scratch; ``source`` the
+    built-in's name or the file's path; ``model`` the current model (taken at Start)."""
+
+    kind: str
+    source: str = ""
+    model: SegmentationModel | None = None
+
+
+@dataclass(frozen=True)
+class StartNote:
+    """A training-worker event: the run does not start where the user chose, and why."""
+
+    message: str
+
+
+def starting_model(
+    choice: StartChoice, ndim: int, mode: str
+) -> tuple[SegmentationModel | None, str | None]:
+    """The model to fine-tune (None: train from scratch) and a note when the choice could
+    not be followed. Runs in the training worker (it may read a model file).
+
+    The built-in starter segments 2D images in distance mode: for 3D data or boundary mode
+    the run starts from scratch instead.
+    """
+    if choice.kind in ("current", "continue"):
+        return choice.model, None
+    if choice.kind == "file":
+        return load_model(choice.source), None
+    if choice.kind != "builtin":
+        return None, None
+    path = builtin_model_path(choice.source)
+    if ndim != 2 or mode != "distance":
+        why = "these are 3D volumes" if ndim != 2 else "boundary mode is chosen"
+        return None, (
+            f"Starting from scratch: the built-in '{choice.source}' model starts 2D training "
+            f"in distance mode only ({why})."
+        )
+    return load_model(path), None
+
+
+@dataclass
+class LayerSource:
+    """A snapshot of one image / ground-truth pair taken when training starts."""
+
+    name: str
+    image: Any  # the image layer's array (numpy or dask), not copied
+    labels: np.ndarray  # a copy
+    regions: list[Region]
+    spatial_ndim: int
+    channel_axis: int | None
+    layer_names: tuple[str, ...]
+
+
+def build_pairs(
+    sources: list[LayerSource], folder: str | None
+) -> tuple[list[TrainingPair], list[TrainingPair]]:
+    """(train, val) pairs from layer snapshots and/or a folder; runs in the worker."""
+    train, val = [], []
+    for s in sources:
+        t, v = pairs_from_regions(
+            s.name, s.image, s.labels, s.regions, s.spatial_ndim, channel_axis=s.channel_axis
+        )
+        train += t
+        val += v
+    if folder:
+        root = Path(folder)
+        if (root / "regions.json").exists():
+            t, v = pairs_from_annotation_set(root)
+        elif (root / "images").is_dir() and (root / "labels").is_dir():
+            t, v = load_folder_pairs(root / "images", root / "labels"), []
+        else:
+            raise InputError(
+                f"{folder}: expected an annotation set (saved by the Annotate widget) or a "
+                "folder with images/ and labels/ subfolders"
+            )
+        train += t
+        val += v
+    if not train:
+        raise InputError("no training data: add an image with its ground truth, or a folder")
+    return train, val
+
+
+def snapshot_pair(
+    image: Image, labels: Labels, regions: Shapes | None, spatial_ndim: int
+) -> LayerSource:
+    """What to train on from one image / ground truth / regions triple, read now on the
+    main thread (the labels are copied, so painting during training cannot race the
+    worker; the image is read at full resolution, level 0 of a multiscale image).
+
+    Raises
+    ------
+    InputError
+        When the ground truth does not fit the image, or a 2D image is to be trained as 3D.
+    """
+    rgb = bool(getattr(image, "rgb", False))
+    image_shape = tuple(image.data.shape[:-1] if rgb else image.data.shape)
+    if tuple(labels.data.shape) != image_shape:
+        raise InputError(
+            f"ground truth '{labels.name}' has shape {tuple(labels.data.shape)} but image "
+            f"'{image.name}' has {image_shape}; create the ground truth from the image in the "
+            "Annotate widget"
+        )
+    if len(image_shape) < spatial_ndim:
+        raise InputError(f"image '{image.name}' is {len(image_shape)}D; it cannot be trained as 3D")
+    return LayerSource(
+        name=image.name,
+        image=image.data,
+        labels=np.array(labels.data, copy=True),
+        regions=(
+            regions_from_shapes(regions, spatial_ndim, image_layer=image)
+            if regions is not None
+            else []
+        ),
+        spatial_ndim=spatial_ndim,
+        channel_axis=-1 if rgb else None,
+        layer_names=tuple(x.name for x in (image, labels, regions) if x is not None),
+    )
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The widget's settings for one run, read on the main thread at Start."""
+
+    train_config: TrainConfig
+    model_config: Callable[[int, int], ModelConfig]  # (ndim, channels) -> architecture
+    mode: str
+    device: str
+
+
+def training_job(
+    sources: list[LayerSource],
+    folder: str | None,
+    settings: TrainingSettings,
+    start: StartChoice,
+    stop: threading.Event,
+    preview: Callable[[], Any] | None = None,  # TODO typed hook
+    preview_every: int = 1,
+    adapt: AdaptOptions | None = None,
+) -> Iterator[Any]:
+    """Build the pairs and the starting model, then yield the engine's training events
+    (and a :class:`StartNote` first when the run starts from scratch instead)."""
+    pairs, val_pairs = build_pairs(sources, folder)
+    ndim, channels = pairs[0].labels.ndim, pairs[0].image.shape[0]
+    initial_model, note = starting_model(start, ndim, settings.mode)
+    if note is not None:
+        yield StartNote(note)
+    yield from train(
+        pairs,
+        settings.train_config,
+        model_config=settings.model_config(ndim, channels),
+        val_pairs=val_pairs or None,
+        initial_model=initial_model,
+        device=settings.device,
+        should_stop=stop.is_set,
+        preview=preview,
+        preview_every=preview_every,
+        adapt=adapt,
+    )
+
+
+def replaces_current_model(event: ev.TrainingFinished) -> bool:
+    """Whether a finished run's model should become the current model: only a run that
+    completed at least one epoch (stopping before that leaves the current model as it
+    was)."""
+    return event.epochs > 0

@@ -1,0 +1,58 @@
+"""Keeping the live preview in step with the view while a model trains."""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image
+from qtpy.QtCore import QObject, QTimer
+
+from ..layers.layer_pairs import layer_image_data
+from ..layers.preview_layer import preview_layer, show_preview, visible_window_of
+from ..layers.visible_crop import PreviewWindow, VisibleCrop
+
+
+class LivePreviewController(QObject):
+    """Every half second, records the visible crop of the image being previewed; draws
+    the labels the training worker returns for it.
+
+    The training worker reads the crop through :attr:`crop` (thread-safe) and never sees
+    a layer; :meth:`show` runs on the main thread.
+    """
+
+    def __init__(self, viewer, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.crop = VisibleCrop()
+        self.image: Image | None = None
+        self._spatial_ndim = 2
+        self._timer = QTimer(self, interval=500)
+        self._timer.timeout.connect(self._update_view)
+
+    def start(self, image: Image | None, spatial_ndim: int) -> None:
+        """Preview ``image`` (None: no preview) for a run that is starting."""
+        self.stop()
+        if image is None:
+            return
+        self.image, self._spatial_ndim = image, spatial_ndim
+        preview_layer(self.viewer, image)
+        self._update_view()
+        self._timer.start()
+
+    def stop(self) -> None:
+        """No more crops are handed out (the run ended or the image went away)."""
+        self._timer.stop()
+        self.crop.clear()
+        self.image = None
+
+    def show(self, labels: np.ndarray, window: PreviewWindow) -> None:
+        """Draw the labels the worker computed for ``window``."""
+        if self.image is not None and self.image in self.viewer.layers:
+            show_preview(self.viewer, self.image, labels, window)
+
+    def _update_view(self) -> None:
+        layer = self.image
+        if layer is None or layer not in self.viewer.layers:
+            self.crop.clear()
+            return
+        window = visible_window_of(self.viewer, layer, self._spatial_ndim, self.crop.max_size)
+        self.crop.set_view(layer_image_data(layer), window, bool(getattr(layer, "rgb", False)))
