@@ -249,3 +249,17 @@ def test_the_sample_labels_are_its_ground_truth_everywhere(viewer_and_widget):
     picker.labels.value = small
     with pytest.raises(InputError, match=r"'other labels' has shape \(10, 10\).*'nuclei \(DSB2018"):
         picker.add_current_pair()
+
+
+def test_a_multiscale_image_trains_on_its_full_resolution_level(make_napari_viewer):
+    """Issue 10 (4): training data from a multiscale layer is read from level 0."""
+    from napari_live_unet.layers.training_job import build_pairs, snapshot_pair
+
+    viewer = make_napari_viewer()
+    image, labels = synthetic_nuclei((96, 96), n=6, seed=2)
+    pyramid = [image, image[::2, ::2], image[::4, ::4]]
+    layer = viewer.add_image(pyramid, multiscale=True, name="pyramid")
+    truth = viewer.add_labels(labels, name="pyramid ground truth")
+    train, _ = build_pairs([snapshot_pair(layer, truth, None, 2)], None)
+    assert train[0].image.shape[-2:] == (96, 96)
+    np.testing.assert_array_equal(train[0].image[0], image)

@@ -15,7 +15,7 @@ from napari_live_unet.engine.predict import TilesDone
 from napari_live_unet.engine.sample_data import load_sample
 from napari_live_unet.engine.targets import normalized_distance
 from napari_live_unet.layers.current_model import current_model
-from napari_live_unet.widgets.predict import PredictWidget
+from napari_live_unet.widgets.predict import PredictState, PredictWidget
 
 from .conftest import synthetic_nuclei
 
@@ -212,7 +212,9 @@ def test_copy_to_ground_truth_asks_before_overwriting(setup, qtbot, monkeypatch)
 
     widget.overwrite.setChecked(True)
     asked = []
-    monkeypatch.setattr(widget, "_confirm_overwrite", lambda name: asked.append(name) or False)
+    monkeypatch.setattr(
+        widget.copier, "_confirm_overwrite", lambda name: asked.append(name) or False
+    )
     widget.copy_button.click()
     assert asked == ["ground truth"]
     np.testing.assert_array_equal(gt.data, gt_data)
@@ -278,6 +280,32 @@ def test_closing_the_viewer_stops_prediction(setup, qtbot):
     viewer.close()
     # The fake network needs 5 s to finish; the stop flag ends it at the next tile.
     qtbot.waitUntil(lambda: fake.stopped.is_set(), timeout=2_000)
+
+
+def test_cancel_during_a_model_load_keeps_the_current_model(setup, qtbot, monkeypatch):
+    """Issue 10 (3): Cancel while a model loads: the loaded model is dropped, the widget
+    goes back to idle and the current model stays."""
+    from napari_live_unet.widgets import model_chooser
+
+    release = threading.Event()
+    real_load = model_chooser.load_model
+
+    def slow_load(path):
+        assert release.wait(10)
+        return real_load(path)
+
+    monkeypatch.setattr(model_chooser, "load_model", slow_load)
+    current = tiny_model()
+    _, widget = setup(current)
+    widget.models.choose("nuclei (built-in)")
+    assert widget.state is PredictState.LOADING
+    assert widget.cancel_button.isEnabled() and not widget.predict_button.isEnabled()
+    widget.cancel_button.click()
+    release.set()
+    qtbot.waitUntil(lambda: not widget.is_busy, timeout=WAIT_MS)
+    assert current_model.model is current
+    assert "cancelled" in widget.status.text().lower()
+    assert widget.predict_button.isEnabled() and not widget.cancel_button.isEnabled()
 
 
 def load_builtin(qtbot, widget, name="nuclei (built-in)"):

@@ -12,8 +12,8 @@ from .errors import InputError
 from .io import list_tiffs, read_tiff
 from .normalize import channel_percentiles
 
-# A region is one (start, stop) pair per spatial axis, e.g. ((y0, y1), (x0, x1)).
-Region = Sequence[tuple[int, int]]
+AxisRanges = Sequence[tuple[int, int]]
+"""An axis-aligned box as one (start, stop) pair per spatial axis, e.g. ((y0, y1), (x0, x1))."""
 
 
 @dataclass
@@ -102,7 +102,7 @@ def to_channel_first(
     return image
 
 
-def regions_to_mask(regions: Sequence[Region], shape: tuple[int, ...]) -> np.ndarray:
+def regions_to_mask(regions: Sequence[AxisRanges], shape: tuple[int, ...]) -> np.ndarray:
     """Boolean mask that is True inside any of the axis-aligned ``regions``."""
     mask = np.zeros(shape, bool)
     for region in regions:
@@ -118,7 +118,7 @@ def make_pair(
     image: np.ndarray,
     labels: np.ndarray,
     *,
-    annotated: np.ndarray | Sequence[Region] | None = None,
+    annotated: np.ndarray | Sequence[AxisRanges] | None = None,
     channel_axis: int | None = None,
     name: str = "array",
     require_objects: bool = True,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -101,7 +101,6 @@ class TrainingFinished:
     elapsed: float
     best_val_loss: float | None
     kept_start: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 TrainingEvent = (

@@ -20,6 +20,9 @@ from .unet import UNet
 FORMAT_NAME = "napari-live-unet"
 FORMAT_VERSION = 1
 MODEL_SUFFIX = ".pt"
+"""The suffix of the model files this package writes."""
+MODEL_SUFFIXES = (".pt", ".pth")
+"""Suffixes of model files it opens (``.pth`` is PyTorch's other common one)."""
 
 
 def model_to_dict(model: SegmentationModel) -> dict[str, Any]:

@@ -6,10 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..engine.errors import InputError
-from ..engine.model_file import load_model
+from ..engine.model_file import MODEL_SUFFIXES, load_model
 from .current_model import current_model
-
-_SUFFIXES = (".pt", ".pth")
 
 
 def get_reader(path: str | list[str]) -> Callable[[str], list[tuple]] | None:
@@ -23,7 +21,7 @@ def get_reader(path: str | list[str]) -> Callable[[str], list[tuple]] | None:
             return None
         path = path[0]
     p = Path(path)
-    if p.suffix.lower() not in _SUFFIXES or not p.is_file():
+    if p.suffix.lower() not in MODEL_SUFFIXES or not p.is_file():
         return None
     return read_model
 

@@ -9,7 +9,11 @@ from .layer_pairs import PREDICTIONS_SUFFIX
 from .prediction_job import PredictionResult
 from .shape_regions import Box, boxes_from_shapes, frame_box, view_box
 
-REGIONS = ("whole image (current frame)", "visible field of view", "rectangles of a Shapes layer")
+COPY_REGION_CHOICES = (
+    "whole image (current frame)",
+    "visible field of view",
+    "rectangles of a Shapes layer",
+)
 
 
 def layer_names(result: PredictionResult) -> tuple[str, str, str]:
@@ -67,7 +71,8 @@ def show_outputs(viewer, result: PredictionResult) -> None:
 
 
 def copy_region(viewer, choice: int, gt, shapes, n_leading: int) -> Box | list[Box]:
-    """The region picked in the widget (index into REGIONS), in ``gt``'s data coordinates.
+    """The region picked in the widget (index into COPY_REGION_CHOICES), in ``gt``'s data
+    coordinates.
 
     "Whole image" is the current frame of a stack (all of it for a single image or
     volume); an empty list means nothing to copy.

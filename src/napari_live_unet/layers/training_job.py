@@ -27,6 +27,7 @@ from ..engine.model import SegmentationModel
 from ..engine.model_file import load_model
 from ..engine.regions import Region, pairs_from_regions
 from ..engine.train import train
+from .layer_pairs import layer_image_data, spatial_shape
 from .shape_regions import regions_from_shapes
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ def snapshot_pair(
         When the ground truth does not fit the image, or a 2D image is to be trained as 3D.
     """
     rgb = bool(getattr(image, "rgb", False))
-    image_shape = tuple(image.data.shape[:-1] if rgb else image.data.shape)
+    image_shape = spatial_shape(image)
     if tuple(labels.data.shape) != image_shape:
         raise InputError(
             f"ground truth '{labels.name}' has shape {tuple(labels.data.shape)} but image "
@@ -141,7 +142,7 @@ def snapshot_pair(
         raise InputError(f"image '{image.name}' is {len(image_shape)}D; it cannot be trained as 3D")
     return LayerSource(
         name=image.name,
-        image=image.data,
+        image=layer_image_data(image),
         labels=np.array(labels.data, copy=True),
         regions=(
             regions_from_shapes(regions, spatial_ndim, image_layer=image)

@@ -13,7 +13,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QVBoxLayout, QWidget
 
 from ..engine.builtin_models import builtin_model_names, builtin_model_path
-from ..engine.model_file import load_model
+from ..engine.model_file import MODEL_SUFFIX, MODEL_SUFFIXES, load_model
 from ..layers.current_model import current_model, describe_model
 from ..layers.jobs import Done, one_shot
 from .job_runner import JobEnd, JobOutcome, JobRunner
@@ -21,6 +21,8 @@ from .widget_lifetime import connect_while_alive
 
 CURRENT = "current model"
 MODEL_FILE = "model file…"
+OPEN_FILTER = f"Model files ({' '.join('*' + s for s in MODEL_SUFFIXES)});;All files (*)"
+SAVE_FILTER = f"Live U-net model (*{MODEL_SUFFIX})"
 
 
 def builtin_label(name: str) -> str:
@@ -80,9 +82,7 @@ class ModelChooser(QWidget):
             self.load(builtin_model_path(name), builtin_label(name))
             return
         if kind == "file":
-            path, _ = QFileDialog.getOpenFileName(
-                self, "Load a Live U-net model", "", "Model files (*.pt *.pth);;All files (*)"
-            )
+            path, _ = QFileDialog.getOpenFileName(self, "Load a Live U-net model", "", OPEN_FILTER)
             if path:
                 self.load(path)
                 return

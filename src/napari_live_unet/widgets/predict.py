@@ -7,7 +7,7 @@ from enum import Enum
 from pathlib import Path
 
 from magicgui.widgets import ComboBox
-from napari.layers import Image, Labels, Shapes
+from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -16,7 +16,6 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -26,7 +25,6 @@ from qtpy.QtWidgets import (
 from ..engine.config import PostprocessConfig
 from ..engine.device import available_devices
 from ..engine.errors import InputError
-from ..layers.copy_predictions import copy_predictions
 from ..layers.current_model import current_model
 from ..layers.layer_pairs import ground_truth_of, layer_choices, layer_image_data
 from ..layers.prediction_job import (
@@ -39,12 +37,11 @@ from ..layers.prediction_job import (
     relabel_job,
 )
 from ..layers.prediction_layers import (
-    REGIONS,
-    copy_region,
     layer_names,
     show_labels,
     show_outputs,
 )
+from .copy_controls import CopyControls
 from .input_controls import InputControls
 from .job_runner import JobEnd, JobOutcome, JobRunner
 from .model_chooser import ModelChooser
@@ -91,12 +88,10 @@ class PredictWidget(QWidget):
         self.fg_threshold, self.seed_threshold, self.seed_prominence, self.min_size = (
             self.thresholds._spins()
         )
-        self.gt_combo = ComboBox(choices=layer_choices(napari_viewer, Labels), nullable=True)
-        self.region_combo = QComboBox()
-        self.region_combo.addItems(REGIONS)
-        self.shapes_combo = ComboBox(choices=layer_choices(napari_viewer, Shapes), nullable=True)
-        self.overwrite = QCheckBox("Overwrite annotated pixels")
-        self.copy_button = QPushButton("Copy predictions to ground truth")
+        self.copier = CopyControls(napari_viewer)
+        self.gt_combo, self.region_combo = self.copier.gt_combo, self.copier.region_combo
+        self.shapes_combo, self.overwrite = self.copier.shapes_combo, self.copier.overwrite
+        self.copy_button = self.copier.copy_button
         self.status = QLabel(wordWrap=True)
         self._debounce = self.thresholds.debounce
         self._build_layout()
@@ -109,8 +104,10 @@ class PredictWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.show_outputs.toggled.connect(self._on_show_outputs)
         self.thresholds.changed.connect(self.repostprocess)
-        self.region_combo.currentIndexChanged.connect(self._update_enabled)
-        self.copy_button.clicked.connect(self.copy_to_ground_truth)
+        self.copier.copy_requested.connect(self.copy_to_ground_truth)
+        self.copier.message.connect(
+            lambda text, kind: self._say(text, error=kind == "error", info=kind == "info")
+        )
         connect_while_alive(self, self.viewer.layers.events.removed, self._on_layer_removed)
         connect_while_alive(self, current_model.changed, self._on_model_changed)
         self._on_model_changed(current_model.model, current_model.source)
@@ -124,13 +121,6 @@ class PredictWidget(QWidget):
         groups = {
             "Model": [self.models],
             "Predict": [("Image", self.image_combo.native), ("Device", self.device_combo)],
-            "Correct and retrain: copy predictions": [
-                ("Ground truth", self.gt_combo.native),
-                ("Region", self.region_combo),
-                ("Shapes layer", self.shapes_combo.native),
-                self.overwrite,
-                self.copy_button,
-            ],
         }
         groups["Predict"] += [buttons, self.progress, self.show_outputs]
         layout = QVBoxLayout(self)
@@ -144,6 +134,7 @@ class PredictWidget(QWidget):
                 layout.addWidget(self.inputs)
             if title == "Predict":
                 layout.addWidget(self.thresholds)
+        layout.addWidget(self.copier)
         layout.addWidget(self.status)
         layout.addStretch()
         self._update_enabled()
@@ -152,8 +143,8 @@ class PredictWidget(QWidget):
 
     def reset_choices(self, *_args) -> None:
         """Refresh the layer pickers (napari calls this when layers change)."""
-        for combo in (self.image_combo, self.gt_combo, self.shapes_combo):
-            combo.reset_choices()
+        self.image_combo.reset_choices()
+        self.copier.reset_choices()
 
     def _on_layer_removed(self, event) -> None:
         self.reset_choices()
@@ -342,42 +333,13 @@ class PredictWidget(QWidget):
 
     # -- copy to ground truth ----------------------------------------------------------
 
-    def _confirm_overwrite(self, name: str) -> bool:
-        answer = QMessageBox.question(
-            self,
-            "Overwrite annotations?",
-            f"Replace the annotations of '{name}' inside the region by the predictions? "
-            "Undo on that layer reverts it.",
-        )
-        return answer == QMessageBox.StandardButton.Yes
-
     def copy_to_ground_truth(self) -> None:
         """Copy the predictions layer's objects into the chosen ground-truth layer."""
-        name = layer_names(self._result)[0] if self._result is not None else None
-        gt = self.gt_combo.value
-        if name is None or name not in self.viewer.layers:
-            self._say("Predict an image first.", error=True)
-            return
-        if gt is None or gt is self.viewer.layers[name]:
-            self._say("Choose the ground-truth Labels layer to copy into.", error=True)
-            return
-        n_leading = len(self._result.plan.leading)
-        region = copy_region(
-            self.viewer, self.region_combo.currentIndex(), gt, self.shapes_combo.value, n_leading
-        )
-        if not region:
-            self._say("The region is empty: draw rectangles in the Shapes layer.", error=True)
-            return
-        overwrite = self.overwrite.isChecked()
-        if overwrite and not self._confirm_overwrite(gt.name):
-            self._say("Copy cancelled; nothing changed.")
-            return
-        try:
-            report = copy_predictions(self.viewer.layers[name].data, gt, region, overwrite)
-        except ValueError as exc:
-            self._say(str(exc), error=True)
-            return
-        self._say(f"'{gt.name}': {report.describe()}. Undo on that layer reverts it.", info=True)
+        result = self._result
+        name = layer_names(result)[0] if result is not None else None
+        layers = self.viewer.layers
+        predictions = layers[name] if name is not None and name in layers else None
+        self.copier.copy(predictions, len(result.plan.leading) if result is not None else 0)
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -407,7 +369,6 @@ class PredictWidget(QWidget):
         self.models.combo.setEnabled(idle)
         model = current_model.model
         self.thresholds.set_mode(None if model is None else model.config.mode)
-        self.shapes_combo.enabled = self.region_combo.currentIndex() == 2
 
     def _say(self, text: str, error: bool = False, warn: bool = False, info: bool = False) -> None:
         self.status.setText(text)

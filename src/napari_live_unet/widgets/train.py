@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 from ..engine import events as ev
 from ..engine.errors import InputError
 from ..engine.model import SegmentationModel
-from ..engine.model_file import save_model
+from ..engine.model_file import MODEL_SUFFIX, save_model
 from ..layers.current_model import current_model, describe_model
 from ..layers.jobs import Done, one_shot
 from ..layers.layer_pairs import layer_image_data
@@ -40,6 +40,7 @@ from .input_controls import InputControls
 from .job_runner import JobEnd, JobOutcome, JobRunner
 from .live_preview import LivePreviewController
 from .loss_plot import LossPlot
+from .model_chooser import SAVE_FILTER
 from .train_settings import TrainSettings
 from .train_start import StartFrom
 from .training_data import TrainingDataPicker
@@ -354,7 +355,7 @@ class TrainWidget(QWidget):
 
     def _choose_save_path(self) -> None:
         path, _ = QFileDialog.getSaveFileName(
-            self, "Save model", "model.pt", "Live U-net model (*.pt)"
+            self, "Save model", f"model{MODEL_SUFFIX}", SAVE_FILTER
         )
         if path:
             self.save_to(path)

@@ -16,7 +16,7 @@ from ..engine.builtin_models import STARTER_MODEL, builtin_model_names
 from ..engine.errors import InputError
 from ..layers.current_model import current_model
 from ..layers.training_job import StartChoice
-from .model_chooser import builtin_label
+from .model_chooser import OPEN_FILTER, builtin_label
 
 CURRENT = "current model"
 MODEL_FILE = "model file…"
@@ -80,9 +80,7 @@ class StartFrom(QComboBox):
         """The user picked an entry: "model file…" asks which file (again)."""
         if self.itemData(index) != "file":
             return
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Start from a model file", "", "Model files (*.pt *.pth);;All files (*)"
-        )
+        path, _ = QFileDialog.getOpenFileName(self, "Start from a model file", "", OPEN_FILTER)
         if path:
             self.set_file(path)
         elif self._file is None:
