@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,32 @@ from scipy import ndimage as ndi
 from napari_live_unet.engine.predict import predict_outputs_many
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _coverage_follows_qt_workers():
+    """Under ``pytest --cov``, trace the code that napari's thread workers run.
+
+    Coverage hooks Python's ``threading``; napari's workers run on QThreadPool threads,
+    which that hook never sees, so job code would count as never run.
+    """
+    hook = sys.gettrace() and threading.gettrace()
+    try:
+        from napari.qt.threading import WorkerBase
+    except ImportError:  # the headless environment has no napari
+        hook = None
+    if hook is None:
+        yield
+        return
+    original = WorkerBase.run
+
+    def traced_run(self):
+        sys.settrace(hook)
+        return original(self)
+
+    WorkerBase.run = traced_run
+    yield
+    WorkerBase.run = original
 
 
 def synthetic_nuclei(shape=(96, 96), n=8, radius=(6, 10), seed=0, touching=True):
