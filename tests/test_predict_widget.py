@@ -234,6 +234,47 @@ def test_copy_to_ground_truth_asks_before_overwriting(setup, qtbot, monkeypatch)
     wait_idle(qtbot, widget)
 
 
+def test_copy_leaves_validation_regions_alone_unless_confirmed(setup, qtbot, monkeypatch):
+    """Issue 11 (11): predictions copied into a validation region would score the model on
+    its own output: they are left out unless the user confirms; objects copied outside
+    every training region are reported."""
+    from napari_live_unet.engine.regions import Region
+    from napari_live_unet.layers.annotation_layers import add_regions_layer
+
+    model = tiny_model()
+    truth = np.zeros((60, 60), np.int32)
+    truth[5:15, 5:15] = 1  # in the training region
+    truth[35:45, 5:15] = 2  # in the validation region
+    truth[35:45, 40:50] = 3  # in no region
+    model.predict_stream = FakeNetwork(lambda image: truth)
+    viewer, widget = setup(model)
+    layer = viewer.add_image(np.zeros((60, 60), np.float32), name="img")
+    widget.min_size.setValue(5)
+    run_prediction(qtbot, widget, layer)
+    square = np.array([[0, 0], [0, 29], [29, 29], [29, 0]], float)
+    below = square + np.array([30, 0])
+    add_regions_layer(
+        viewer, layer, "train", [Region("train", (), square), Region("val", (), below)]
+    )
+    gt = viewer.add_labels(np.zeros((60, 60), np.int32), name="img ground truth")
+    widget.gt_combo.value = gt
+    asked = []
+    monkeypatch.setattr(widget.copier, "_confirm_validation_copy", lambda: asked.append(1) or False)
+    widget.copy_button.click()
+    assert asked == [1]
+    assert (gt.data[truth == 1] > 0).all() and (gt.data[truth == 3] > 0).all()
+    assert not gt.data[30:60, 0:30].any()  # the validation region is untouched
+    text = widget.status.text()
+    assert "validation regions left as they were" in text
+    assert "1 object(s) were copied outside the training regions" in text
+
+    gt.undo()
+    monkeypatch.setattr(widget.copier, "_confirm_validation_copy", lambda: True)
+    widget.copy_button.click()
+    assert (gt.data[truth == 2] > 0).all()  # confirmed: copied there too
+    wait_idle(qtbot, widget)
+
+
 def test_copy_visible_field_of_view_only(setup, qtbot):
     model = tiny_model()
     truth = np.zeros((200, 300), np.int32)

@@ -180,6 +180,28 @@ def region_geometry(
     return box, None if mask.all() else mask
 
 
+def role_mask(
+    regions: Sequence[Region], shape: tuple[int, ...], spatial_ndim: int, role: str
+) -> np.ndarray:
+    """Which pixels of a labels array of ``shape`` lie in a region of ``role``.
+
+    Leading axes beyond the ``spatial_ndim`` spatial ones are frames; a region covers
+    only its own frame. Regions that lie outside the image are left out.
+    """
+    mask = np.zeros(shape, bool)
+    n_lead = len(shape) - spatial_ndim
+    for region in regions:
+        if region.role != role or len(region.frame) != n_lead:
+            continue
+        try:
+            box, inside = region_geometry(region, tuple(shape[n_lead:]))
+        except InputError:
+            continue
+        view = mask[(*region.frame, *box)]
+        view |= True if inside is None else inside
+    return mask
+
+
 def collect_pairs(
     name: str,
     image: Any,

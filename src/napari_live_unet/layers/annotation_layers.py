@@ -24,13 +24,6 @@ ROLE_COLOURS = {"train": "yellow", "val": "cyan"}
 ROLE_TITLES = {"train": "training", "val": "validation"}
 
 
-def find_layer(viewer: napari.Viewer, name: str, kind: type) -> object | None:
-    """The layer called ``name`` if it exists and is a ``kind`` layer."""
-    layers = viewer.layers  # a LayerList: no dict-like get()
-    layer = layers[name] if name in layers else None  # noqa: SIM401
-    return layer if isinstance(layer, kind) else None
-
-
 def _transforms(image: Image) -> dict:
     return {"scale": image.scale, "translate": image.translate, "rotate": image.rotate}
 

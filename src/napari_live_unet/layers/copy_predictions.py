@@ -26,16 +26,30 @@ class CopyReport:
         annotated object (the same object, already annotated). Always 0 with overwrite.
     pixels_written : int
         Ground-truth pixels whose value changed.
+    protected_pixels : int
+        Pixels left unwritten because they lie in ``protected`` (validation regions).
+    outside_training : int
+        Copied objects with no written pixel in ``training`` (they will not be trained on);
+        0 when no training mask was given.
     """
 
     copied: int
     skipped: int
     pixels_written: int
+    protected_pixels: int = 0
+    outside_training: int = 0
 
     def describe(self) -> str:
         text = f"copied {self.copied} object(s), {self.pixels_written} pixel(s) written"
         if self.skipped:
             text += f"; skipped {self.skipped} already annotated"
+        if self.protected_pixels:
+            text += f"; {self.protected_pixels} pixel(s) in validation regions left as they were"
+        if self.outside_training:
+            text += (
+                f". {self.outside_training} object(s) were copied outside the training "
+                "regions and will not be used"
+            )
         return text
 
 
@@ -44,6 +58,8 @@ def copy_predictions(
     ground_truth,
     region: Box | Sequence[Box] | None = None,
     overwrite: bool = False,
+    protected: np.ndarray | None = None,
+    training: np.ndarray | None = None,
 ) -> CopyReport:
     """Copy predicted objects into the ground-truth Labels layer, undoable in one step.
 
@@ -63,6 +79,11 @@ def copy_predictions(
         object more than half of whose area lies on one annotated object is skipped (it is
         that object). True: the region's ground truth is replaced by the predictions,
         erasing annotations there.
+    protected : ndarray of bool, optional
+        Pixels never written (validation regions: the model must not be scored on its own
+        predictions), same shape as the ground truth.
+    training : ndarray of bool, optional
+        The training regions, to count copied objects that lie wholly outside them.
 
     Returns
     -------
@@ -82,7 +103,7 @@ def copy_predictions(
         )
     gt_max = int(np.max(gt)) if gt.size else 0
     # Work on the bounding box of the region only.
-    crop, inside = _crop_and_mask(gt.shape, region)
+    crop, inside = crop_and_mask(gt.shape, region)
     gt_values = np.asarray(gt[crop])
     ids, inverse = np.unique(np.where(inside, predictions[crop], 0), return_inverse=True)
     inverse = inverse.reshape(gt_values.shape)
@@ -112,7 +133,18 @@ def copy_predictions(
     new_values = new_ids[inverse]
     # Without overwrite only unannotated pixels change.
     write = inside & (new_values != gt_values) if overwrite else (new_values > 0) & (gt_values == 0)
+    protected_pixels = 0
+    if protected is not None:
+        blocked = write & np.asarray(protected[crop])
+        protected_pixels = int(blocked.sum())
+        write &= ~blocked
     written = new_values[write]
+    outside = 0
+    if training is not None and written.size:
+        in_training = np.asarray(training[crop])[write]
+        kept_ids = np.unique(written[written > 0])
+        used_ids = np.unique(written[in_training & (written > 0)])
+        outside = len(kept_ids) - len(used_ids)
     if written.size:
         offsets = [s.start for s in crop]
         indices = tuple(i + o for i, o in zip(np.nonzero(write), offsets, strict=True))
@@ -121,11 +153,14 @@ def copy_predictions(
         copied=len(np.unique(written[written > 0])),
         skipped=int((objects & ~keep).sum()),
         pixels_written=int(written.size),
+        protected_pixels=protected_pixels,
+        outside_training=outside,
     )
 
 
-def _crop_and_mask(shape: Sequence[int], region) -> tuple[Box, np.ndarray]:
-    """Bounding box of the region and the region's mask within that box."""
+def crop_and_mask(shape: Sequence[int], region) -> tuple[Box, np.ndarray]:
+    """Bounding box of a copy region (see :func:`copy_predictions`) in an array of
+    ``shape``, and the region's mask within that box."""
     shape = tuple(shape)
     if region is None:
         return tuple(slice(0, n) for n in shape), np.ones(shape, bool)

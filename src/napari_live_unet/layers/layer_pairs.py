@@ -18,6 +18,13 @@ LIVE_PREVIEW_SUFFIX = " live preview"
 MODEL_OUTPUT_SUFFIXES = (PREDICTIONS_SUFFIX, LIVE_PREVIEW_SUFFIX)
 
 
+def find_layer(viewer: Any, name: str, kind: type) -> Any:
+    """The layer called ``name`` if it exists and is a ``kind`` layer."""
+    layers = viewer.layers  # a LayerList: no dict-like get()
+    layer = layers[name] if name in layers else None  # noqa: SIM401
+    return layer if isinstance(layer, kind) else None
+
+
 def layer_image_data(image_layer: Image):
     """The full-resolution array of an image layer (level 0 of a multiscale image)."""
     return image_layer.data[0] if image_layer.multiscale else image_layer.data

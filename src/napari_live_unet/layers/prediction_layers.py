@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Shapes
 
-from .layer_pairs import PREDICTIONS_SUFFIX
+from ..engine.regions import role_mask
+from .layer_pairs import PREDICTIONS_SUFFIX, REGIONS_SUFFIX, find_layer
 from .prediction_job import PredictionResult
-from .shape_regions import Box, boxes_from_shapes, frame_box, view_box
+from .shape_regions import Box, boxes_from_shapes, frame_box, regions_from_shapes, view_box
 
 COPY_REGION_CHOICES = (
     "whole image (current frame)",
@@ -84,3 +85,25 @@ def copy_region(viewer, choice: int, gt, shapes, n_leading: int) -> Box | list[B
         offset = viewer.dims.ndim - gt.ndim
         return view_box(gt, point, [a - offset for a in viewer.dims.displayed if a >= offset])
     return boxes_from_shapes(shapes, gt, point) if shapes is not None else []
+
+
+def region_masks(
+    viewer, image_name: str, labels_shape: tuple[int, ...], spatial_ndim: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(validation, training) pixel masks of the image's ``"<image> regions"`` layer, in
+    its labels' data coordinates; (None, None) when the image has no regions.
+
+    Raises
+    ------
+    InputError
+        When a shape of the regions layer cannot be read as a region.
+    """
+    shapes = find_layer(viewer, image_name + REGIONS_SUFFIX, Shapes)
+    image = find_layer(viewer, image_name, Image)
+    if shapes is None or not len(shapes.data):
+        return None, None
+    regions = regions_from_shapes(shapes, spatial_ndim, image)
+    return (
+        role_mask(regions, labels_shape, spatial_ndim, "val"),
+        role_mask(regions, labels_shape, spatial_ndim, "train"),
+    )

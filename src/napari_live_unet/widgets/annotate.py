@@ -29,11 +29,16 @@ from ..layers.annotation_layers import (
     add_regions_layer,
     annotated_item,
     annotation_counts,
-    find_layer,
     set_role,
 )
 from ..layers.jobs import one_shot
-from ..layers.layer_pairs import REGIONS_SUFFIX, ground_truth_of, layer_choices, spatial_shape
+from ..layers.layer_pairs import (
+    REGIONS_SUFFIX,
+    find_layer,
+    ground_truth_of,
+    layer_choices,
+    spatial_shape,
+)
 from ..layers.shape_regions import regions_from_shapes
 from ._region_table import RegionTable
 from .job_runner import JobEnd, JobRunner

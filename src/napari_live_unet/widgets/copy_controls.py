@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from magicgui.widgets import ComboBox
 from napari.layers import Labels, Shapes
 from qtpy.QtCore import Signal
@@ -17,9 +18,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..layers.copy_predictions import copy_predictions
+from ..engine.errors import InputError
+from ..layers.copy_predictions import copy_predictions, crop_and_mask
 from ..layers.layer_pairs import layer_choices
-from ..layers.prediction_layers import COPY_REGION_CHOICES, copy_region
+from ..layers.prediction_layers import COPY_REGION_CHOICES, copy_region, region_masks
 
 
 class CopyControls(QGroupBox):
@@ -60,8 +62,15 @@ class CopyControls(QGroupBox):
         self.gt_combo.reset_choices()
         self.shapes_combo.reset_choices()
 
-    def copy(self, predictions: Labels | None, n_leading: int) -> None:
-        """Copy ``predictions``' objects into the chosen ground truth (undoable there)."""
+    def copy(
+        self, predictions: Labels | None, image_name: str, spatial_ndim: int, n_leading: int
+    ) -> None:
+        """Copy ``predictions``' objects into the chosen ground truth (undoable there).
+
+        Validation regions of the image (its ``"<image> regions"`` layer) are left as they
+        are unless the user confirms, and objects copied outside every training region are
+        reported.
+        """
         gt = self.gt_combo.value
         if predictions is None or predictions not in self.viewer.layers:
             self.message.emit("Predict an image first.", "error")
@@ -80,7 +89,14 @@ class CopyControls(QGroupBox):
             self.message.emit("Copy cancelled; nothing changed.", "")
             return
         try:
-            report = copy_predictions(predictions.data, gt, region, overwrite)
+            val, train = region_masks(self.viewer, image_name, tuple(gt.data.shape), spatial_ndim)
+        except InputError as exc:
+            self.message.emit(f"Cannot read the regions: {exc}", "error")
+            return
+        if val is not None and _overlaps(val, region) and self._confirm_validation_copy():
+            val = None  # the user chose to copy into validation regions too
+        try:
+            report = copy_predictions(predictions.data, gt, region, overwrite, val, train)
         except ValueError as exc:
             self.message.emit(str(exc), "error")
             return
@@ -96,5 +112,22 @@ class CopyControls(QGroupBox):
         )
         return answer == QMessageBox.StandardButton.Yes
 
+    def _confirm_validation_copy(self) -> bool:
+        answer = QMessageBox.question(
+            self,
+            "Copy into validation regions?",
+            "The copy region overlaps validation regions. Copying predictions there means the "
+            "model is then scored on its own predictions. Copy into them too? (No: leave "
+            "the validation regions as they are.)",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
     def _sync(self, *_args: Any) -> None:
         self.shapes_combo.enabled = self.region_combo.currentIndex() == 2
+
+
+def _overlaps(mask: np.ndarray, region) -> bool:
+    crop, inside = crop_and_mask(mask.shape, region)
+    return bool((mask[crop] & inside).any())

@@ -339,7 +339,11 @@ class PredictWidget(QWidget):
         name = layer_names(result)[0] if result is not None else None
         layers = self.viewer.layers
         predictions = layers[name] if name is not None and name in layers else None
-        self.copier.copy(predictions, len(result.plan.leading) if result is not None else 0)
+        if result is None:
+            self.copier.copy(None, "", 2, 0)
+            return
+        leading = len(result.plan.leading)
+        self.copier.copy(predictions, result.image_name, result.ndim, leading)
 
     # -- helpers ---------------------------------------------------------------------
 
