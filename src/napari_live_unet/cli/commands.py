@@ -7,6 +7,7 @@ import collections
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -41,6 +42,9 @@ from ..engine.output_checks import check_not_an_input, check_writable
 from ..engine.predict import check_tile_shape
 from .stop_on_signal import StopOnSignal
 
+if TYPE_CHECKING:
+    import torch
+
 
 def _adapt_options(args: argparse.Namespace) -> AdaptOptions:
     """The --channel/--polarity/--diameter choices, checked before any data is read (the
@@ -60,7 +64,7 @@ def _train_with_progress(
     model_config=None,
     val_pairs=None,
     initial_model=None,
-    device="auto",
+    device: str | torch.device = "auto",
     adapt=None,
     should_stop=None,
 ) -> tuple[SegmentationModel, dict]:
@@ -74,6 +78,7 @@ def _train_with_progress(
         bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
     )
     summary: dict = {}
+    model: SegmentationModel | None = None
     try:
         for event in train(
             pairs,
@@ -125,6 +130,7 @@ def _train_with_progress(
             bar.refresh()
     finally:
         bar.close()
+    assert model is not None  # train() always ends with TrainingFinished
     return model, summary
 
 
@@ -147,6 +153,7 @@ def run_train(args: argparse.Namespace) -> int:
     for key, value in recommended_settings(device.type).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    assert args.base_channels is not None and args.depth is not None  # filled in just above
     time_budget = args.time_budget if args.epochs is None else None
     if args.epochs is None and time_budget is None:
         time_budget = 300.0

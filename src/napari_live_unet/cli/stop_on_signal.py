@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType, TracebackType
+from typing import Any
+
+# What signal.signal takes and returns: a handler, SIG_DFL/SIG_IGN, or None (not set from
+# Python).
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class StopOnSignal:
@@ -19,7 +25,7 @@ class StopOnSignal:
     def __init__(self, message: str) -> None:
         self.message = message
         self.signal: int | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, _Handler] = {}
 
     def requested(self) -> bool:
         return self.signal is not None

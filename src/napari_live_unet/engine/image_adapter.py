@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -304,7 +304,8 @@ def polarity_from_annotations(
             objects &= mask
         if not objects.any():
             continue
-        ring = ndimage.binary_dilation(objects, iterations=3) & ~(lab > 0)
+        dilated = cast(np.ndarray, ndimage.binary_dilation(objects, iterations=3))
+        ring = dilated & ~(lab > 0)
         if mask is not None:
             ring &= mask
         low, high = np.percentile(data, [1.0, 99.8])
@@ -338,8 +339,8 @@ def estimate_diameter(
     """Median equivalent diameter of all annotated objects (None when there are none)."""
     if isinstance(labels, np.ndarray):
         labels = [labels]
-    masks = masks if masks is not None else [None] * len(labels)
-    sizes = [object_diameters(lab, m) for lab, m in zip(labels, masks, strict=True)]
+    mask_list: list[np.ndarray | None] = masks if masks is not None else [None] * len(labels)
+    sizes = [object_diameters(lab, m) for lab, m in zip(labels, mask_list, strict=True)]
     pooled = np.concatenate(sizes) if sizes else np.zeros(0)
     return float(np.median(pooled)) if pooled.size else None
 

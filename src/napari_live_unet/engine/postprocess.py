@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.morphology import local_maxima, reconstruction
@@ -86,7 +88,7 @@ def instances_from_outputs(
             elevation = cache["elevation"]
             if "interior" not in cache:
                 cache["interior"] = fg_prob - aux
-            seeds, n_seeds = ndi.label((cache["interior"] > params.seed_threshold) & foreground)
+            seeds, n_seeds = _label((cache["interior"] > params.seed_threshold) & foreground)
             if seed_min:
                 # Tiny seeds are noise that would split one object in two.
                 seeds = remove_small_labels(seeds, seed_min)
@@ -100,7 +102,7 @@ def instances_from_outputs(
             high = above & foreground
             if params.seed_prominence > 0:
                 high &= _h_maxima(smooth, params.seed_prominence, above, params.smoothing, cache)
-            seeds, n_seeds = ndi.label(high)
+            seeds, n_seeds = _label(high)
         labels = _grow(elevation, seeds, n_seeds, components, n_components)
         cache["grown"] = (grown_key, labels)
     return _drop_small_and_relabel(labels, params.min_size)
@@ -137,13 +139,18 @@ def _drop_small_and_relabel(labels: np.ndarray, min_size: int) -> np.ndarray:
     return lut[labels]
 
 
+def _label(mask: np.ndarray, structure: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """``ndi.label``, typed: without an ``output`` array it returns (labels, count)."""
+    return cast("tuple[np.ndarray, int]", ndi.label(mask, structure))
+
+
 def _foreground(fg_prob: np.ndarray, threshold: float, cache: dict) -> tuple:
     """Foreground mask and its components (watershed connectivity), cached for the latest
     threshold."""
     cached = cache.get("foreground")
     if cached is None or cached[0] != threshold:
         foreground = fg_prob > threshold
-        components, n = ndi.label(foreground)
+        components, n = _label(foreground)
         cached = (threshold, foreground, components, n)
         cache["foreground"] = cached
     return cached[1:]
@@ -211,7 +218,7 @@ def _tied_seed_fronts(
     components never interact. So flooding some components on their own gives the
     whole-image result unless two seeds of one component tie on their fronts.
     """
-    front = (markers > 0) & ndi.binary_dilation(mask & (markers == 0))
+    front = (markers > 0) & cast(np.ndarray, ndi.binary_dilation(mask & (markers == 0)))
     comps, values, ids = components[front], elevation[front], markers[front]
     order = np.lexsort((ids, values, comps))
     comps, values, ids = comps[order], values[order], ids[order]
@@ -246,7 +253,7 @@ def _h_maxima(
         peaks = local_maxima(image, connectivity=image.ndim, allow_borders=True)
         cache[key] = ndi.label(peaks, np.ones((3,) * image.ndim, bool))
     peak_ids, n_peaks = cache[key]
-    components, n = ndi.label(image > level, np.ones((3,) * image.ndim, bool))
+    components, n = _label(image > level, np.ones((3,) * image.ndim, bool))
     comp_of_peak = np.zeros(n_peaks + 1, np.intp)
     at_peak = peak_ids > 0
     comp_of_peak[peak_ids[at_peak]] = components[at_peak]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
@@ -33,7 +35,9 @@ def normalized_distance(labels: np.ndarray) -> np.ndarray:
         padded = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in box)
         obj = labels[padded] == index
         # Pad so objects touching the image edge still fall to 0 outside the image.
-        dist = ndi.distance_transform_edt(np.pad(obj, 1))[(slice(1, -1),) * obj.ndim]
+        # scipy's inferred return type allows None (it returns distances unless told not to).
+        edt = cast(np.ndarray, ndi.distance_transform_edt(np.pad(obj, 1)))
+        dist = edt[(slice(1, -1),) * obj.ndim]
         peak = dist.max()
         if peak > 0:
             region = out[padded]

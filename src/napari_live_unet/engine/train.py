@@ -140,7 +140,9 @@ def train(
     return run.model
 
 
-def _run_epochs(run: TrainingRun, should_stop, preview, preview_every) -> Generator:
+def _run_epochs(
+    run: TrainingRun, should_stop, preview, preview_every
+) -> Generator[TrainingEvent, None, StopReason]:
     """Epochs until the schedule, a stop request or early stopping ends them."""
     config = run.config
     while True:
@@ -169,7 +171,9 @@ def _schedule_reason(run: TrainingRun) -> StopReason:
     return StopReason.FINISHED
 
 
-def _epoch(run: TrainingRun, should_stop) -> Generator:
+def _epoch(
+    run: TrainingRun, should_stop
+) -> Generator[TrainingEvent, None, tuple[list[torch.Tensor], int, bool, float]]:
     """Up to ``steps_per_epoch`` optimiser steps; returns (losses, samples, stopped, seconds)."""
     run.network.train()
     losses: list[torch.Tensor] = []
@@ -179,9 +183,9 @@ def _epoch(run: TrainingRun, should_stop) -> Generator:
             return losses, samples, True, time.perf_counter() - started
         if run.progress() >= 1.0:
             break
-        run.learning_rate = learning_rate_at(
-            run.progress(), run.config.learning_rate, run.config.warmup_fraction
-        )
+        base_rate, warmup = run.config.learning_rate, run.config.warmup_fraction
+        assert base_rate is not None and warmup is not None  # set_up resolves the config
+        run.learning_rate = learning_rate_at(run.progress(), base_rate, warmup)
         for group in run.optimizer.param_groups:
             group["lr"] = run.learning_rate
         try:
@@ -211,7 +215,9 @@ def _epoch(run: TrainingRun, should_stop) -> Generator:
     return losses, samples, False, time.perf_counter() - started
 
 
-def _end_of_epoch(run: TrainingRun, losses, samples: int, seconds: float) -> Generator:
+def _end_of_epoch(
+    run: TrainingRun, losses, samples: int, seconds: float
+) -> Generator[TrainingEvent, None, None]:
     """Validation loss, checkpoint of the best weights, the epoch's record and events."""
     val_loss = run.validation_loss()
     train_loss = float(torch.stack(losses).mean())
@@ -249,7 +255,9 @@ def _end_of_epoch(run: TrainingRun, losses, samples: int, seconds: float) -> Gen
         yield ValidationMetrics(run.epoch, ap, time.perf_counter() - run.start_time)
 
 
-def _finish(run: TrainingRun, start_model: SegmentationModel | None) -> Generator:
+def _finish(
+    run: TrainingRun, start_model: SegmentationModel | None
+) -> Generator[TrainingEvent, None, bool]:
     """Restore the best weights, tune thresholds, and keep the starting model if it was
     at least as good; returns whether it was kept."""
     best_state = run.best_state
@@ -288,11 +296,12 @@ def _same_weights(state: dict[str, torch.Tensor], model: SegmentationModel) -> b
     return all(torch.equal(v, start[k].detach().cpu()) for k, v in state.items())
 
 
-def _score_start(run: TrainingRun) -> Generator:
+def _score_start(run: TrainingRun) -> Generator[TrainingEvent, None, None]:
     """Epoch 0: the starting model's training and validation loss (and AP); its weights
     are the checkpoint to beat."""
     started = time.perf_counter()
     val_loss = run.validation_loss()
+    assert val_loss is not None  # only called with validation patches
     train_patches = run.sampler.grid_patches(MAX_VAL_PATCHES)
     train_loss = patch_loss(
         run.network, train_patches, run.mode, run.class_weights, run.amp_dtype, run.device

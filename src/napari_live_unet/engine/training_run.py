@@ -142,7 +142,8 @@ def set_up(
         if val_pairs
         else []
     )
-    network = model.network.to(memory_format=memory_format(ndim))
+    # Module.to's overloads omit the memory_format keyword that it accepts and documents.
+    network = model.network.to(memory_format=memory_format(ndim))  # pyright: ignore[reportCallIssue]
     run = TrainingRun(
         model=model,
         network=network,

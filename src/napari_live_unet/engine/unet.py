@@ -85,22 +85,28 @@ def widen_input(network: UNet, weights: torch.Tensor) -> UNet:
     network sees the weighted sum of the channels, as before; training then may learn
     what the sum threw away.
     """
-    first = network.down[0][0]
+    block = network.down[0]
+    assert isinstance(block, _ConvBlock)  # UNet.down holds _ConvBlocks
+    first = block[0]
+    assert isinstance(first, nn.Conv2d | nn.Conv3d)  # a _ConvBlock starts with a convolution
     if first.in_channels != 1:
         raise ValueError(f"the network already reads {first.in_channels} channels")
+    # torch types the stored kernel_size/padding as tuple[int, ...], the constructors as
+    # fixed-length tuples: a stub imprecision.
     conv = type(first)(
         len(weights),
         first.out_channels,
-        first.kernel_size,
-        padding=first.padding,
+        first.kernel_size,  # pyright: ignore[reportArgumentType]
+        padding=first.padding,  # pyright: ignore[reportArgumentType]
         bias=first.bias is not None,
     )
     with torch.no_grad():
         shape = (1, -1) + (1,) * (first.weight.ndim - 2)
         conv.weight.copy_(first.weight * weights.to(first.weight).reshape(shape))
         if first.bias is not None:
+            assert conv.bias is not None  # made with bias=True above
             conv.bias.copy_(first.bias)
-    network.down[0][0] = conv.to(first.weight.device)
+    block[0] = conv.to(first.weight.device)
     network.config = dataclasses.replace(network.config, in_channels=len(weights))
     return network
 

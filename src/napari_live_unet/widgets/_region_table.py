@@ -15,8 +15,10 @@ class RegionTable(QTableWidget):
     def __init__(self) -> None:
         super().__init__(0, len(COLUMNS))
         self.setHorizontalHeaderLabels(COLUMNS)
-        self.verticalHeader().setVisible(False)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        vertical, horizontal = self.verticalHeader(), self.horizontalHeader()
+        assert vertical is not None and horizontal is not None  # a table always has both
+        vertical.setVisible(False)
+        horizontal.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
 
     def set_rows(self, rows: Sequence[Sequence[str]]) -> None:
@@ -29,6 +31,11 @@ class RegionTable(QTableWidget):
     def rows(self) -> list[tuple[str, ...]]:
         """The table's text, row by row."""
         return [
-            tuple(self.item(r, c).text() for c in range(self.columnCount()))
+            tuple(self._text(r, c) for c in range(self.columnCount()))
             for r in range(self.rowCount())
         ]
+
+    def _text(self, row: int, column: int) -> str:
+        item = self.item(row, column)
+        assert item is not None  # set_rows fills every cell
+        return item.text()

@@ -10,7 +10,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Signal
+
+# qtpy re-exports PyQt's pyqtSignal under another name, which pyright does not count as an export.
+from qtpy.QtCore import Signal  # pyright: ignore[reportPrivateImportUsage]
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -87,9 +89,11 @@ class InputControls(QGroupBox):
             "How objects look: bright on a dark background (fluorescence) or dark on a bright "
             "one (brightfield, H&E); auto decides from the image or the annotations"
         )
-        self.diameter = QDoubleSpinBox(
-            minimum=0.0, maximum=MAX_DIAMETER, decimals=1, singleStep=1.0, suffix=" px"
-        )
+        self.diameter = QDoubleSpinBox()
+        self.diameter.setRange(0.0, MAX_DIAMETER)
+        self.diameter.setDecimals(1)
+        self.diameter.setSingleStep(1.0)
+        self.diameter.setSuffix(" px")
         self.diameter.setSpecialValueText("auto")
         self.diameter.setToolTip(
             "Typical object diameter in pixels; images are zoomed so objects have the size "

@@ -27,9 +27,12 @@ class LossPlot(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.plot_widget = pg.PlotWidget(background=None)
+        # pyqtgraph infers str from the default; None (transparent) is documented.
+        self.plot_widget = pg.PlotWidget(background=None)  # pyright: ignore[reportArgumentType]
         self.plot_widget.setMinimumHeight(180)
         item = self.plot_widget.getPlotItem()
+        assert item is not None  # a PlotWidget makes its PlotItem when it is created
+        self._item = item
         item.setLabel("bottom", "epoch")
         item.setLabel("left", "loss")
         item.getAxis("left").enableAutoSIPrefix(False)  # plain numbers, no "x0.001"
@@ -75,7 +78,7 @@ class LossPlot(QWidget):
         self.clear()
 
     def _sync_views(self) -> None:
-        self._ap_view.setGeometry(self.plot_widget.getPlotItem().getViewBox().sceneBoundingRect())
+        self._ap_view.setGeometry(self._item.getViewBox().sceneBoundingRect())
 
     def clear(self) -> None:
         """Forget all points (a new training run starts)."""
@@ -90,7 +93,7 @@ class LossPlot(QWidget):
         self._start_val: list[int] = []
         self._offset = 0.0
         for line in getattr(self, "_restart_lines", []):
-            self.plot_widget.getPlotItem().removeItem(line)
+            self._item.removeItem(line)
         self._restart_lines: list[pg.InfiniteLine] = []
         self._redraw()
 
@@ -105,7 +108,7 @@ class LossPlot(QWidget):
         line = pg.InfiniteLine(
             self._offset, angle=90, pen=pg.mkPen(_START_COLOUR, width=1, style=Qt.PenStyle.DashLine)
         )
-        self.plot_widget.getPlotItem().addItem(line)
+        self._item.addItem(line)
         self._restart_lines.append(line)
 
     def add_epoch(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
@@ -114,11 +117,11 @@ class LossPlot(QWidget):
             self._start_train.append(len(self.epochs))
             if val_loss is not None:
                 self._start_val.append(len(self.val_epochs))
-        epoch = epoch + self._offset
+        x = epoch + self._offset
         self.train_loss.append(train_loss)
-        self.epochs.append(epoch)
+        self.epochs.append(x)
         if val_loss is not None:
-            self.val_epochs.append(epoch)
+            self.val_epochs.append(x)
             self.val_loss.append(val_loss)
         self._redraw()
 

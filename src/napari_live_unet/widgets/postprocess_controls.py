@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from qtpy.QtCore import QTimer, Signal
+# qtpy re-exports PyQt's pyqtSignal under another name, which pyright does not count as an export.
+from qtpy.QtCore import QTimer, Signal  # pyright: ignore[reportPrivateImportUsage]
 from qtpy.QtWidgets import QDoubleSpinBox, QFormLayout, QGroupBox, QSpinBox, QWidget
 
 from ..engine.config import PostprocessConfig
@@ -26,8 +27,11 @@ class PostprocessControls(QGroupBox):
         self.fg_threshold = _spin(0.0, 1.0, 0.05, 2)
         self.seed_threshold = _spin(0.0, 1.0, 0.05, 2)
         self.seed_prominence = _spin(0.0, 1.0, 0.01, 3)
-        self.min_size = QSpinBox(minimum=0, maximum=1_000_000)
-        self.debounce = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
+        self.min_size = QSpinBox()
+        self.min_size.setRange(0, 1_000_000)
+        self.debounce = QTimer(self)
+        self.debounce.setSingleShot(True)
+        self.debounce.setInterval(DEBOUNCE_MS)
         self.debounce.timeout.connect(self.changed)
         form = QFormLayout(self)
         for label, spin in zip(
@@ -78,4 +82,8 @@ class PostprocessControls(QGroupBox):
 
 
 def _spin(low: float, high: float, step: float, decimals: int) -> QDoubleSpinBox:
-    return QDoubleSpinBox(minimum=low, maximum=high, singleStep=step, decimals=decimals)
+    spin = QDoubleSpinBox()
+    spin.setRange(low, high)
+    spin.setSingleStep(step)
+    spin.setDecimals(decimals)
+    return spin

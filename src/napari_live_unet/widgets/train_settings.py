@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import cast
 
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -16,7 +17,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from ..engine.config import AugmentConfig, ModelConfig, TrainConfig, recommended_settings
+from ..engine.config import AugmentConfig, Mode, ModelConfig, TrainConfig, recommended_settings
 from ..engine.device import available_devices
 
 # name -> (base channels, depth): the same U-net at three widths.
@@ -51,14 +52,17 @@ class TrainSettings(QWidget):
         self.by_time = QRadioButton("Time budget (s)")
         self.by_epochs = QRadioButton("Epochs")
         self.by_time.setChecked(True)
-        self.time_budget = QSpinBox(minimum=5, maximum=24 * 3600, value=120, singleStep=30)
-        self.epochs = QSpinBox(minimum=1, maximum=100_000, value=50)
+        self.time_budget = _spin_box(5, 24 * 3600, 120, step=30)
+        self.epochs = _spin_box(1, 100_000, 50)
         self.by_time.toggled.connect(self._sync_schedule)
         form.addRow(self.by_time, self.time_budget)
         form.addRow(self.by_epochs, self.epochs)
         # The minimum, shown as "auto", lets the engine choose: 3e-3 for a new model, 1e-3
         # when fine-tuning, so a few images nudge a trained model rather than overwrite it.
-        self.learning_rate = QDoubleSpinBox(decimals=5, minimum=0.0, maximum=1.0, value=0.0)
+        self.learning_rate = QDoubleSpinBox()
+        self.learning_rate.setDecimals(5)
+        self.learning_rate.setRange(0.0, 1.0)
+        self.learning_rate.setValue(0.0)
         self.learning_rate.setSingleStep(1e-4)
         self.learning_rate.setSpecialValueText("auto")
         self.learning_rate.setToolTip(
@@ -68,17 +72,18 @@ class TrainSettings(QWidget):
 
         advanced = QWidget()
         adv_form = QFormLayout(advanced)
-        self.batch_size = QSpinBox(minimum=1, maximum=1024, value=8)
-        self.patch_size = QSpinBox(minimum=16, maximum=1024, value=128, singleStep=16)
-        self.steps_per_epoch = QSpinBox(minimum=1, maximum=100_000, value=50)
+        self.batch_size = _spin_box(1, 1024, 8)
+        self.patch_size = _spin_box(16, 1024, 128, step=16)
+        self.steps_per_epoch = _spin_box(1, 100_000, 50)
         adv_form.addRow("Batch size", self.batch_size)
         adv_form.addRow("Patch size", self.patch_size)
         adv_form.addRow("Steps per epoch", self.steps_per_epoch)
-        self.aug_flips = QCheckBox("flips and 90° rotations", checked=True)
-        self.aug_geometry = QCheckBox("small rotations and scaling", checked=True)
-        self.aug_intensity = QCheckBox("brightness, contrast, gamma, noise", checked=True)
+        self.aug_flips = QCheckBox("flips and 90° rotations")
+        self.aug_geometry = QCheckBox("small rotations and scaling")
+        self.aug_intensity = QCheckBox("brightness, contrast, gamma, noise")
         aug = QVBoxLayout()
         for box in (self.aug_flips, self.aug_geometry, self.aug_intensity):
+            box.setChecked(True)
             aug.addWidget(box)
         adv_form.addRow("Augmentation", aug)
         self.advanced = QCollapsible("Advanced")
@@ -143,8 +148,17 @@ class TrainSettings(QWidget):
         """A ModelConfig maker ``(ndim, in_channels)`` with the form's mode and size, read now
         (so the training worker need not read the form)."""
         base, depth = MODEL_SIZES[self.model_size.currentText()]
-        return partial(ModelConfig, mode=self.mode.currentText(), base_channels=base, depth=depth)
+        mode = cast(Mode, self.mode.currentText())  # the combo box offers only the modes
+        return partial(ModelConfig, mode=mode, base_channels=base, depth=depth)
 
     def set_enabled_while_training(self, training: bool) -> None:
         """Freeze the form while a run uses its values."""
         self.setEnabled(not training)
+
+
+def _spin_box(minimum: int, maximum: int, value: int, step: int = 1) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(minimum, maximum)
+    box.setValue(value)
+    box.setSingleStep(step)
+    return box
