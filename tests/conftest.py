@@ -17,6 +17,17 @@ from napari_live_unet.engine.predict import predict_outputs_many
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+@pytest.fixture(autouse=True)
+def _closing_during_training_discards(monkeypatch):
+    """No test waits on a dialog: closing away a running training discards it unless a
+    test answers the question itself."""
+    try:
+        from napari_live_unet.widgets.close_question import RunCloseGuard, WhileTraining
+    except ImportError:  # the headless environment has no Qt
+        return
+    monkeypatch.setattr(RunCloseGuard, "ask", lambda self, closing: WhileTraining.DISCARD)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _coverage_follows_qt_workers():
     """Under ``pytest --cov``, trace the code that napari's thread workers run.

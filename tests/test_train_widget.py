@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+import weakref
 
 import numpy as np
 import pytest
-from qtpy.QtCore import QThreadPool, QTimer
+from qtpy.QtCore import QEvent, QThreadPool, QTimer
 
 from napari_live_unet.engine import ModelConfig, SegmentationModel
 from napari_live_unet.engine.image_adapter import estimate_diameter
@@ -14,6 +15,7 @@ from napari_live_unet.engine.model_file import load_model, save_model
 from napari_live_unet.layers.current_model import current_model
 from napari_live_unet.widgets import job_runner
 from napari_live_unet.widgets import train as train_module
+from napari_live_unet.widgets.close_question import WhileTraining
 from napari_live_unet.widgets.train import TrainState, TrainWidget
 from napari_live_unet.widgets.train_start import SCRATCH
 
@@ -147,6 +149,74 @@ def test_closing_the_viewer_ends_training(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: pool.activeThreadCount() == 0, timeout=30_000)
     qtbot.wait(200)  # any event still queued is delivered (and must be ignored)
     assert current_model.model is None  # the run was abandoned, not finished
+
+
+class UserClose:
+    """A close event as the window's close button sends it (spontaneous)."""
+
+    def __init__(self):
+        self.ignored = False
+
+    def type(self):
+        return QEvent.Type.Close
+
+    def spontaneous(self):
+        return True
+
+    def ignore(self):
+        self.ignored = True
+
+
+def user_closes_window(viewer) -> bool:
+    """Deliver a user's close to the plugin's window filter; True if the close went on."""
+    from napari_live_unet.widgets.widget_lifetime import _WindowCloseHooks
+
+    hooks = viewer.window._qt_window.findChild(_WindowCloseHooks)
+    event = UserClose()
+    blocked = hooks.eventFilter(viewer.window._qt_window, event)
+    return not (blocked or event.ignored)
+
+
+@pytest.mark.parametrize("answer", list(WhileTraining))
+def test_closing_the_viewer_while_training_asks_first(
+    make_napari_viewer, qtbot, monkeypatch, answer
+):
+    """Issue 11 (14): nothing is lost without a question."""
+    viewer, widget = make_widget(make_napari_viewer, epochs=10_000)
+    asked = []
+    monkeypatch.setattr(widget.close_guard, "ask", lambda closing: asked.append(closing) or answer)
+    assert widget.start()
+    qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 1, timeout=60_000)
+    closes = user_closes_window(viewer)
+    assert asked == ["the viewer"]
+    assert closes == (answer is WhileTraining.DISCARD)
+    if answer is WhileTraining.KEEP_TRAINING:
+        assert widget.state is TrainState.TRAINING
+        widget.stop()
+    if answer is not WhileTraining.DISCARD:
+        wait_done(qtbot, widget)
+        assert current_model.model is not None  # the best model so far was kept
+    if answer is WhileTraining.STOP_AND_KEEP:
+        assert "Save model" in widget.status.text()
+
+
+def test_closing_the_dock_while_training_can_finish_the_run(make_napari_viewer, qtbot, monkeypatch):
+    """Issue 11 (14): the Train panel closed mid-run: "keep training" lets the run finish and
+    its model become the current model."""
+    viewer, widget = make_widget(make_napari_viewer, epochs=3)
+    asked = []
+    monkeypatch.setattr(
+        widget.close_guard,
+        "ask",
+        lambda closing: asked.append(closing) or WhileTraining.KEEP_TRAINING,
+    )
+    assert widget.start()
+    alive = weakref.ref(widget)
+    qtbot.waitUntil(lambda: alive().state is TrainState.TRAINING, timeout=60_000)
+    viewer.window.remove_dock_widget(widget)
+    del widget  # the dock is gone: only the run keeps the widget alive
+    qtbot.waitUntil(lambda: asked == ["the Train panel"], timeout=5_000)
+    qtbot.waitUntil(lambda: current_model.model is not None, timeout=120_000)
 
 
 def test_stop_before_the_first_epoch_keeps_the_current_model(make_napari_viewer, qtbot):

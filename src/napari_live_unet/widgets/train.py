@@ -36,6 +36,7 @@ from ..layers.training_job import (
     replaces_current_model,
     training_job,
 )
+from .close_question import RunCloseGuard
 from .input_controls import InputControls
 from .job_runner import JobEnd, JobOutcome, JobRunner
 from .live_preview import LivePreviewController
@@ -75,6 +76,7 @@ class TrainWidget(QWidget):
         self._sources: list[LayerSource] = []
         self._start_note = ""
         self._started_at = 0.0
+        self.close_guard = RunCloseGuard(self, self._is_running, self.stop, self.shutdown)
 
         self.data = TrainingDataPicker(napari_viewer)
         self.inputs = InputControls(self.data.labels_to_measure)
@@ -180,6 +182,7 @@ class TrainWidget(QWidget):
             self._on_event,
             self._on_end,
         )
+        self.close_guard.arm()
         self.status.setText("Preparing data…")
         self._set_state(TrainState.PREPARING)
         return True
@@ -199,10 +202,14 @@ class TrainWidget(QWidget):
         self._jobs.shutdown()
         self._saving.shutdown()
         self.preview.stop()
+        self.state = TrainState.IDLE  # abandoned: nothing more will be applied
 
     def closeEvent(self, event) -> None:
         self.shutdown()
         super().closeEvent(event)
+
+    def _is_running(self) -> bool:
+        return self.state in (TrainState.PREPARING, TrainState.TRAINING, TrainState.STOPPING)
 
     def save_to(self, path: str | Path) -> bool:
         """Save the current model to ``path`` in a worker (disk I/O off the GUI thread);
@@ -287,6 +294,9 @@ class TrainWidget(QWidget):
     def _on_end(self, end: JobEnd) -> None:
         self.preview.stop()
         self._set_state(TrainState.IDLE)
+        note = self.close_guard.run_ended()
+        if note:
+            self.status.setText(f"{self.status.text()} {note}")
         if end.outcome is JobOutcome.FAILED and end.failure is not None:
             self.status.setText(f"Training stopped: {end.failure.message}")
 
@@ -309,7 +319,7 @@ class TrainWidget(QWidget):
         layer = event.value
         if self.data.forget_layer(layer):
             show_info(f"'{layer.name}' was removed and taken off the list of training pairs.")
-        if self.state not in (TrainState.PREPARING, TrainState.TRAINING, TrainState.STOPPING):
+        if not self._is_running():
             return
         if layer is self.preview.image:
             self.preview.stop()
