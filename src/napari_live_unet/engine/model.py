@@ -89,7 +89,11 @@ class SegmentationModel:
         return next(self.network.parameters()).device
 
     def to(self, device: str | torch.device) -> SegmentationModel:
-        self.network.to(resolve_device(device), memory_format=memory_format(self.config.ndim))
+        # Module.to's overloads omit the memory_format keyword that it accepts and documents.
+        self.network.to(
+            resolve_device(device),
+            memory_format=memory_format(self.config.ndim),  # pyright: ignore[reportCallIssue]
+        )
         return self
 
     def prepare_image(self, image: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
@@ -342,6 +346,8 @@ class SegmentationModel:
     ) -> np.ndarray:
         """Instance labels (int32) for one image; keyword arguments go to predict_outputs."""
         outputs = self.predict_outputs(image, adapt=adapt, **kwargs)
+        if outputs is None:  # a should_stop among kwargs ended prediction early
+            raise RuntimeError("prediction was stopped before the image was segmented")
         return self.instances(outputs, diameter=adapt.diameter if adapt else None)
 
     def segment_many(

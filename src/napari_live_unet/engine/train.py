@@ -318,7 +318,10 @@ def _score_start(run: TrainingRun) -> Generator[TrainingEvent, None, None]:
     }
     run.model.history.append(record)
     run.best_loss, run.best_state = val_loss, state_copy(run.network)
-    yield EpochEnd(0, 0, train_loss, val_loss, 0.0, 0.0, 0.0, 0.0, True)
+    # No training patch with annotated pixels gives no loss: NaN, which plots and prints as
+    # a gap rather than a number.
+    train_value = float("nan") if train_loss is None else train_loss
+    yield EpochEnd(0, 0, train_value, val_loss, 0.0, 0.0, 0.0, 0.0, True)
     if run.config.val_ap_every:
         ap = validation_ap(run.model, run.val_pairs, run.config.val_ap_max_pixels)
         record["val_ap"] = {str(k): v for k, v in ap.items()}

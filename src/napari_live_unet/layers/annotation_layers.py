@@ -5,7 +5,7 @@ Layer names tie them to their image: ``"<image> ground truth"`` and ``"<image> r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Shapes
@@ -18,7 +18,7 @@ from .layer_pairs import GROUND_TRUTH_SUFFIX, REGIONS_SUFFIX, layer_image_data, 
 from .shape_regions import regions_from_shapes
 
 if TYPE_CHECKING:
-    import napari
+    pass
 
 ROLE_COLOURS = {"train": "yellow", "val": "cyan"}
 ROLE_TITLES = {"train": "training", "val": "validation"}
@@ -28,7 +28,7 @@ def _transforms(image: Image) -> dict:
     return {"scale": image.scale, "translate": image.translate, "rotate": image.rotate}
 
 
-def add_ground_truth(viewer: napari.Viewer, image: Image, data=None) -> Labels:
+def add_ground_truth(viewer: Any, image: Image, data=None) -> Labels:
     """A new labels layer for ``image``: zeros (or ``data``), aligned, ready to paint."""
     shape = spatial_shape(image)
     if data is None:
@@ -40,7 +40,7 @@ def add_ground_truth(viewer: napari.Viewer, image: Image, data=None) -> Labels:
     return labels
 
 
-def add_regions_layer(viewer: napari.Viewer, image: Image, role: str, regions=()) -> Shapes:
+def add_regions_layer(viewer: Any, image: Image, role: str, regions=()) -> Shapes:
     """A shapes layer for ``image``'s regions, coloured by role, with ``regions`` in it."""
     shapes = viewer.add_shapes(
         ndim=image.ndim,
@@ -92,12 +92,13 @@ def annotated_item(
     )
 
 
-def add_annotated_item(viewer: napari.Viewer, item: AnnotatedImage) -> Image:
+def add_annotated_item(viewer: Any, item: AnnotatedImage) -> Image:
     """Add an item loaded from an annotation set as image, ground truth and regions layers."""
     image_data = item.image
     if item.channel_axis is not None:
         image_data = np.moveaxis(image_data, item.channel_axis, -1)
     image = viewer.add_image(image_data, name=item.name, rgb=item.channel_axis is not None)
+    assert isinstance(image, Image)  # one array gives one layer
     add_ground_truth(viewer, image, item.labels)
     add_regions_layer(viewer, image, "train", item.regions)
     return image

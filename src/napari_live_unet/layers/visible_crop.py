@@ -73,7 +73,7 @@ class VisibleCrop:
             whole = data[frame] if frame else data
             channels = [whole[..., c] for c in range(whole.shape[-1])] if rgb else [whole]
             # channel_percentiles only iterates channels: a list of (lazy) arrays will do.
-            self._ranges = {key: channel_percentiles(channels)}
+            self._ranges = {key: channel_percentiles(channels)}  # pyright: ignore[reportArgumentType]
         return self._ranges[key]
 
 

@@ -386,11 +386,11 @@ class AnnotateWidget(QWidget):
         if folder:
             self.load_from(folder)
 
-    def closeEvent(self, event) -> None:
+    def closeEvent(self, a0) -> None:  # Qt's name for the event
         self._files.shutdown()
         self._counting.shutdown()
         for emitter, callback in self._watched:
             emitter.disconnect(callback)
         self._watched = []
         self._timer.stop()
-        super().closeEvent(event)
+        super().closeEvent(a0)

@@ -47,7 +47,8 @@ def ask_while_training(parent: QWidget, closing: str) -> WhileTraining:
     }
     box.setDefaultButton(next(iter(buttons)))
     box.exec()
-    return buttons.get(box.clickedButton(), WhileTraining.KEEP_TRAINING)
+    clicked = box.clickedButton()
+    return next((c for b, c in buttons.items() if b is clicked), WhileTraining.KEEP_TRAINING)
 
 
 class RunCloseGuard(QObject):

@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox
 from napari.layers import Labels, Shapes
-from qtpy.QtCore import Signal
+
+# qtpy re-exports the binding's signal class as Signal; pyright misses the re-export.
+from qtpy.QtCore import Signal  # pyright: ignore[reportPrivateImportUsage]
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -96,7 +98,8 @@ class CopyControls(QGroupBox):
         if val is not None and _overlaps(val, region) and self._confirm_validation_copy():
             val = None  # the user chose to copy into validation regions too
         try:
-            report = copy_predictions(predictions.data, gt, region, overwrite, val, train)
+            data = np.asarray(predictions.data)
+            report = copy_predictions(data, gt, region, overwrite, val, train)
         except ValueError as exc:
             self.message.emit(str(exc), "error")
             return

@@ -17,7 +17,9 @@ from typing import Any
 
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QObject, Signal
+
+# qtpy re-exports the binding's signal class as Signal; pyright misses the re-export.
+from qtpy.QtCore import QObject, Signal  # pyright: ignore[reportPrivateImportUsage]
 from qtpy.QtWidgets import QWidget
 
 from ..layers.jobs import JobFailed, failures_as_events
@@ -128,7 +130,7 @@ class JobRunner(QObject):
         else:
             self._on_event(event)
 
-    def _finished(self) -> None:
+    def _finished(self, *_args: object) -> None:
         if self._closed:
             return
         self._worker = None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtCore import Signal
+# qtpy re-exports the binding's signal class as Signal; pyright misses the re-export.
+from qtpy.QtCore import Signal  # pyright: ignore[reportPrivateImportUsage]
 from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QVBoxLayout, QWidget
 
 from ..engine.builtin_models import builtin_model_names, builtin_model_path
@@ -56,7 +57,8 @@ class ModelChooser(QWidget):
             "The model to predict with: the one trained or opened last, a model that comes "
             "with the plugin, or a model file"
         )
-        self.label = QLabel(wordWrap=True)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.combo)

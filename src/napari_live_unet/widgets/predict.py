@@ -92,7 +92,8 @@ class PredictWidget(QWidget):
         self.gt_combo, self.region_combo = self.copier.gt_combo, self.copier.region_combo
         self.shapes_combo, self.overwrite = self.copier.shapes_combo, self.copier.overwrite
         self.copy_button = self.copier.copy_button
-        self.status = QLabel(wordWrap=True)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
         self._debounce = self.thresholds.debounce
         self._build_layout()
 
@@ -289,6 +290,7 @@ class PredictWidget(QWidget):
     def _summary(self) -> str:
         """Objects found, and how the image was fitted to the model."""
         result = self._result
+        assert result is not None  # called once a prediction is shown
         count = int(sum(int(labels.max(initial=0)) for labels in result.labels))
         note = result.input_note()
         return f"'{result.image_name}': {count} object(s)." + (f" Input: {note}." if note else "")
@@ -353,9 +355,9 @@ class PredictWidget(QWidget):
         self._relabel.shutdown()
         self.models.shutdown()
 
-    def closeEvent(self, event) -> None:
+    def closeEvent(self, a0) -> None:  # Qt's name for the event
         self.shutdown()
-        super().closeEvent(event)
+        super().closeEvent(a0)
 
     def _on_loading(self, loading: bool) -> None:
         if loading or self.state is PredictState.LOADING:

@@ -93,9 +93,15 @@ class TrainWidget(QWidget):
         self.continue_button.clicked.connect(lambda: self.start(continue_training=True))
         self.stop_button.clicked.connect(self.stop)
         self.save_button.clicked.connect(self._choose_save_path)
-        self.preview_check = QCheckBox("Live preview of the visible area, every", checked=True)
-        self.preview_every = QSpinBox(minimum=1, maximum=100, value=2, suffix=" epochs")
-        self.progress = QProgressBar(maximum=1000, textVisible=True)
+        self.preview_check = QCheckBox("Live preview of the visible area, every")
+        self.preview_check.setChecked(True)
+        self.preview_every = QSpinBox()
+        self.preview_every.setRange(1, 100)
+        self.preview_every.setValue(2)
+        self.preview_every.setSuffix(" epochs")
+        self.progress = QProgressBar()
+        self.progress.setMaximum(1000)
+        self.progress.setTextVisible(True)
         self.status = QLabel("Paint some objects, then press Start.")
         self.status.setWordWrap(True)
         self.model_label = QLabel()
@@ -204,9 +210,9 @@ class TrainWidget(QWidget):
         self.preview.stop()
         self.state = TrainState.IDLE  # abandoned: nothing more will be applied
 
-    def closeEvent(self, event) -> None:
+    def closeEvent(self, a0) -> None:  # Qt's name for the event
         self.shutdown()
-        super().closeEvent(event)
+        super().closeEvent(a0)
 
     def _is_running(self) -> bool:
         return self.state in (TrainState.PREPARING, TrainState.TRAINING, TrainState.STOPPING)
@@ -359,8 +365,8 @@ class TrainWidget(QWidget):
             self.inputs.set_channels(None, luminance=luminance)
             return
         layer = self.data.image.value
+        count = layer_image_data(layer).shape[-1] if layer is not None and layer.rgb else 1
         rgb = layer is not None and layer.rgb
-        count = layer_image_data(layer).shape[-1] if rgb else 1
         self.inputs.set_channels(count, rgb=rgb, luminance=luminance)
 
     def _choose_save_path(self) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtCore import Signal
+# qtpy re-exports the binding's signal class as Signal; pyright misses the re-export.
+from qtpy.QtCore import Signal  # pyright: ignore[reportPrivateImportUsage]
 from qtpy.QtWidgets import QComboBox, QFileDialog, QWidget
 
 from ..engine.builtin_models import STARTER_MODEL, builtin_model_names

@@ -38,7 +38,8 @@ class TrainingDataPicker(QWidget):
     def __init__(self, viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = viewer
-        self.from_layers = QRadioButton("Layers", checked=True)
+        self.from_layers = QRadioButton("Layers")
+        self.from_layers.setChecked(True)
         self.from_folder = QRadioButton("Folder")
         group = QButtonGroup(self)
         group.addButton(self.from_layers)
@@ -55,7 +56,8 @@ class TrainingDataPicker(QWidget):
         add, remove = QPushButton("Add pair"), QPushButton("Remove")
         add.clicked.connect(self.add_current_pair)
         remove.clicked.connect(self._remove_selected)
-        self.folder = QLineEdit(placeholderText="annotation set, or a folder with images/ labels/")
+        self.folder = QLineEdit()
+        self.folder.setPlaceholderText("annotation set, or a folder with images/ labels/")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
 
