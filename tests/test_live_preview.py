@@ -26,7 +26,8 @@ def test_source_crops_and_moves_rgb_channels_first():
     source = VisibleCrop()
     assert source() is None
     source.set_view(data, PreviewWindow((1,), (2, 3), (6, 9)), rgb=True)
-    crop, _, (low, high) = source()
+    request = source()
+    crop, (low, high) = request.image, request.intensity_range
     assert crop.shape == (3, 4, 6)
     assert low.shape == high.shape == (3,)
     assert high[0] > data[1, 2:6, 3:9, 0].max()  # range of the whole frame, not the crop

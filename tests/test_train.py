@@ -14,7 +14,7 @@ from napari_live_unet.engine import (
     run_training,
     train,
 )
-from napari_live_unet.engine.train import learning_rate_at
+from napari_live_unet.engine.train import PreviewRequest, learning_rate_at
 
 from .conftest import synthetic_nuclei
 
@@ -176,7 +176,7 @@ def test_preview_segments_the_requested_crop_with_the_current_weights():
         calls.append(len(calls))
         if len(calls) == 1:
             return None  # e.g. the image is not on screen: skipped, no event
-        return image[10:58, 20:76], ("crop", len(calls))
+        return PreviewRequest(image[10:58, 20:76], ("crop", len(calls)))
 
     events = list(
         train(

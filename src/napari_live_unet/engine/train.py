@@ -6,6 +6,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,30 @@ def learning_rate_at(progress: float, base: float, warmup: float) -> float:
     return base * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
+@dataclass(frozen=True)
+class PreviewRequest:
+    """What the live-preview hook asks the training loop to segment.
+
+    Attributes
+    ----------
+    image : ndarray
+        The crop, spatial shape or channel-first.
+    key : Any
+        Handed back in :class:`PreviewReady` (e.g. where the crop lies).
+    intensity_range : (low, high) or None
+        Normalisation percentiles per channel, so a crop is scaled like its whole image;
+        None: computed from the crop.
+    """
+
+    image: np.ndarray
+    key: Any
+    intensity_range: tuple[np.ndarray, np.ndarray] | None = None
+
+
+PreviewHook = Callable[[], PreviewRequest | None]
+"""Called between epochs by :func:`train`: what to preview now, or None to skip."""
+
+
 def train(
     pairs: Sequence[TrainingPair],
     config: TrainConfig | None = None,
@@ -63,7 +88,7 @@ def train(
     initial_model: SegmentationModel | None = None,
     device: str | torch.device = "auto",
     should_stop: Callable[[], bool] | None = None,
-    preview: Callable[[], tuple[Any, ...] | None] | None = None,
+    preview: PreviewHook | None = None,
     preview_every: int = 1,
     adapt: AdaptOptions | None = None,
 ) -> Generator[TrainingEvent, None, SegmentationModel]:
@@ -88,11 +113,11 @@ def train(
     should_stop : callable() -> bool, optional
         Polled before every step. When it returns True, training ends at that step, the
         best weights so far are kept and the generator still returns a usable model.
-    preview : callable() -> (image, key[, intensity_range]) or None, optional
-        Called every ``preview_every`` epochs; the image (spatial shape, or channel-first)
-        is segmented with the current weights and a ``PreviewReady`` event carries the
-        outputs, the labels and ``key`` back. An optional (low, high) intensity range
-        normalises a crop like its whole image. Returning None skips that preview.
+    preview : callable() -> PreviewRequest or None, optional
+        Called every ``preview_every`` epochs; the request's image (spatial shape, or
+        channel-first) is segmented with the current weights and a ``PreviewReady`` event
+        carries the outputs, the labels and the request's ``key`` back. Returning None skips
+        that preview.
     preview_every : int
         Epochs between previews.
     adapt : AdaptOptions, optional
@@ -350,18 +375,17 @@ def _step(run: TrainingRun) -> torch.Tensor:
     return loss.detach()
 
 
-def _preview(model: SegmentationModel, preview, epoch: int) -> PreviewReady | None:
+def _preview(model: SegmentationModel, preview: PreviewHook, epoch: int) -> PreviewReady | None:
     request = preview()
     if request is None:
         return None
-    image, key, *intensity_range = request
+    image = request.image
     channel_axis = 0 if np.ndim(image) > model.config.ndim else None
+    ranges = None if request.intensity_range is None else [request.intensity_range]
     outputs = next(
-        model.predict_outputs_many(
-            [image], channel_axis=channel_axis, intensity_ranges=intensity_range or None
-        )
+        model.predict_outputs_many([image], channel_axis=channel_axis, intensity_ranges=ranges)
     )
-    return PreviewReady(epoch, outputs, model.instances(outputs), key)
+    return PreviewReady(epoch, outputs, model.instances(outputs), request.key)
 
 
 def run_training(*args, **kwargs) -> SegmentationModel:

@@ -26,7 +26,7 @@ from ..engine.image_adapter import AdaptOptions
 from ..engine.model import SegmentationModel
 from ..engine.model_file import load_model
 from ..engine.regions import Region, pairs_from_regions
-from ..engine.train import train
+from ..engine.train import PreviewHook, train
 from .layer_pairs import layer_image_data, spatial_shape
 from .shape_regions import regions_from_shapes
 
@@ -171,7 +171,7 @@ def training_job(
     settings: TrainingSettings,
     start: StartChoice,
     stop: threading.Event,
-    preview: Callable[[], Any] | None = None,  # TODO typed hook
+    preview: PreviewHook | None = None,
     preview_every: int = 1,
     adapt: AdaptOptions | None = None,
 ) -> Iterator[Any]:

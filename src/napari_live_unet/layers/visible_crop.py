@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.normalize import channel_percentiles
+from ..engine.train import PreviewRequest
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,9 @@ class VisibleCrop:
         """Stop previewing (e.g. the image layer was removed)."""
         self.set_view(None, None)
 
-    def __call__(self) -> tuple[np.ndarray, PreviewWindow, tuple] | None:
-        """Worker thread: the crop (channel-first if RGB), its window and the frame's
-        intensity range, or None."""
+    def __call__(self) -> PreviewRequest | None:
+        """Worker thread: the crop (channel-first if RGB) keyed by its window, with the
+        whole frame's intensity range; None when there is nothing to preview."""
         with self._lock:
             data, window, rgb = self._data, self._window, self._rgb
         if data is None or window is None:
@@ -64,7 +65,7 @@ class VisibleCrop:
         crop = np.asarray(data[(*window.frame, *box)])
         if rgb:
             crop = np.moveaxis(crop, -1, 0)
-        return crop, window, self._frame_range(data, window.frame, rgb)
+        return PreviewRequest(crop, window, self._frame_range(data, window.frame, rgb))
 
     def _frame_range(self, data: Any, frame: tuple[int, ...], rgb: bool):
         """Percentiles of the whole frame, so a zoomed-in crop is scaled like the image."""
