@@ -409,3 +409,14 @@ def test_a_bad_model_file_dropped_on_the_viewer_gets_a_clear_message(
     assert current_model.model is before
     expected = "not a readable model file" if content == "truncated" else "not a napari-live-unet"
     assert len(shown) == 1 and expected in shown[0] and "model.pt" in shown[0]
+
+
+def test_unpainted_objects_are_warned_about_before_fine_tuning(make_napari_viewer, qtbot, notices):
+    """Issue 11 (12): only one of the objects is painted in the whole-image annotation; the
+    starting model sees the others and the user is warned before the run trains."""
+    viewer, widget = make_widget(make_napari_viewer, epochs=1, start=None)  # built-in start
+    truth = viewer.layers["nuclei ground truth"]
+    truth.data = np.where(truth.data == 1, truth.data, 0)
+    assert widget.start()
+    wait_done(qtbot, widget)
+    assert any("taught as background" in m for m in notices["warning"])

@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine import events as ev
+from ..engine.annotation_check import sparse_annotations
 from ..engine.annotation_set import pairs_from_annotation_set
 from ..engine.builtin_models import builtin_model_path
 from ..engine.config import ModelConfig, TrainConfig
 from ..engine.data import TrainingPair, load_folder_pairs
 from ..engine.errors import InputError
-from ..engine.image_adapter import AdaptOptions
+from ..engine.image_adapter import AUTO_FIT, AdaptOptions
 from ..engine.model import SegmentationModel
 from ..engine.model_file import load_model
 from ..engine.regions import Region, pairs_from_regions
@@ -42,6 +43,13 @@ class StartChoice:
     kind: str
     source: str = ""
     model: SegmentationModel | None = None
+
+
+@dataclass(frozen=True)
+class AnnotationWarning:
+    """A training-worker event: an annotated area looks incompletely painted."""
+
+    message: str
 
 
 @dataclass(frozen=True)
@@ -175,13 +183,20 @@ def training_job(
     preview_every: int = 1,
     adapt: AdaptOptions | None = None,
 ) -> Iterator[Any]:
-    """Build the pairs and the starting model, then yield the engine's training events
-    (and a :class:`StartNote` first when the run starts from scratch instead)."""
+    """Build the pairs and the starting model, then yield the engine's training events.
+
+    Before them: a :class:`StartNote` when the run starts from scratch instead of the
+    chosen model, and an :class:`AnnotationWarning` for each annotated area where the
+    starting model sees far more objects than were painted.
+    """
     pairs, val_pairs = build_pairs(sources, folder)
     ndim, channels = pairs[0].labels.ndim, pairs[0].image.shape[0]
     initial_model, note = starting_model(start, ndim, settings.mode)
     if note is not None:
         yield StartNote(note)
+    if initial_model is not None:  # its predictions show objects left unpainted
+        for sparse in sparse_annotations(initial_model, pairs, adapt or AUTO_FIT):
+            yield AnnotationWarning(sparse.describe())
     yield from train(
         pairs,
         settings.train_config,

@@ -29,6 +29,7 @@ from ..layers.current_model import current_model, describe_model
 from ..layers.jobs import Done, one_shot
 from ..layers.layer_pairs import layer_image_data
 from ..layers.training_job import (
+    AnnotationWarning,
     LayerSource,
     StartChoice,
     StartNote,
@@ -242,7 +243,10 @@ class TrainWidget(QWidget):
     # -- worker events (main thread) -------------------------------------------------------
 
     def _on_event(self, event) -> None:
-        if isinstance(event, StartNote):
+        if isinstance(event, AnnotationWarning):
+            show_warning(event.message)
+            self.status.setText(event.message)
+        elif isinstance(event, StartNote):
             self._start_note = event.message
             self.status.setText(event.message)
         elif isinstance(event, ev.TrainingStarted):
