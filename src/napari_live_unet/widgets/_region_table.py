@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from qtpy.QtCore import QSize
 from qtpy.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem
 
 COLUMNS = ("#", "role", "frame", "size", "objects")
+MIN_VISIBLE_ROWS = 5
 
 
 class RegionTable(QTableWidget):
@@ -20,6 +22,19 @@ class RegionTable(QTableWidget):
         vertical.setVisible(False)
         horizontal.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+
+    def minimumSizeHint(self) -> QSize:
+        """Room for at least five regions without scrolling the table."""
+        vertical, horizontal = self.verticalHeader(), self.horizontalHeader()
+        assert vertical is not None and horizontal is not None
+        header = max(horizontal.height(), horizontal.sizeHint().height())
+        rows = MIN_VISIBLE_ROWS * vertical.defaultSectionSize()
+        height = header + rows + 2 * self.frameWidth()
+        return QSize(super().minimumSizeHint().width(), height)
+
+    def sizeHint(self) -> QSize:
+        hint = super().sizeHint()
+        return QSize(hint.width(), max(hint.height(), self.minimumSizeHint().height()))
 
     def set_rows(self, rows: Sequence[Sequence[str]]) -> None:
         """Replace the table's content."""

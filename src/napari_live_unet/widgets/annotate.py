@@ -16,7 +16,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -42,6 +41,7 @@ from ..layers.layer_pairs import (
 from ..layers.shape_regions import regions_from_shapes
 from ._region_table import RegionTable
 from .job_runner import JobEnd, JobRunner
+from .scroll_layout import scroll_layout
 
 if TYPE_CHECKING:
     import napari
@@ -112,7 +112,7 @@ class AnnotateWidget(QWidget):
         files = QHBoxLayout()
         files.addWidget(self._save_button)
         files.addWidget(self._load_button)
-        layout = QVBoxLayout(self)
+        layout = scroll_layout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self._table)

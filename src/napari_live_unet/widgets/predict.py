@@ -18,7 +18,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -46,6 +45,7 @@ from .input_controls import InputControls
 from .job_runner import JobEnd, JobOutcome, JobRunner
 from .model_chooser import ModelChooser
 from .postprocess_controls import PostprocessControls
+from .scroll_layout import folded, scroll_layout
 from .widget_lifetime import connect_while_alive
 
 
@@ -124,7 +124,7 @@ class PredictWidget(QWidget):
             "Predict": [("Image", self.image_combo.native), ("Device", self.device_combo)],
         }
         groups["Predict"] += [buttons, self.progress, self.show_outputs]
-        layout = QVBoxLayout(self)
+        layout = scroll_layout(self)
         for title, rows in groups.items():
             box = QGroupBox(title)
             form = QFormLayout(box)
@@ -132,7 +132,7 @@ class PredictWidget(QWidget):
                 form.addRow(*item) if isinstance(item, tuple) else form.addRow(item)
             layout.addWidget(box)
             if title == "Model":
-                layout.addWidget(self.inputs)
+                layout.addWidget(folded("Input: channel, polarity, object size", self.inputs))
             if title == "Predict":
                 layout.addWidget(self.thresholds)
         layout.addWidget(self.copier)

@@ -17,7 +17,6 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -43,6 +42,7 @@ from .job_runner import JobEnd, JobOutcome, JobRunner
 from .live_preview import LivePreviewController
 from .loss_plot import LossPlot
 from .model_chooser import SAVE_FILTER
+from .scroll_layout import folded, scroll_layout
 from .train_settings import TrainSettings
 from .train_start import StartFrom
 from .training_data import TrainingDataPicker
@@ -116,9 +116,10 @@ class TrainWidget(QWidget):
         preview_row.addWidget(self.preview_check)
         preview_row.addWidget(self.preview_every)
         self.settings.form.insertRow(0, "Start from", self.start_from)
-        layout = QVBoxLayout(self)
-        for w in (self.data, self.inputs, self.settings):
-            layout.addWidget(w)
+        layout = scroll_layout(self)
+        layout.addWidget(self.data)
+        layout.addWidget(folded("Input: channel, polarity, object size", self.inputs))
+        layout.addWidget(self.settings)
         layout.addLayout(preview_row)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
