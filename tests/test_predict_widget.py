@@ -428,7 +428,8 @@ def test_measure_sets_the_diameter_and_predictions_use_it(setup, qtbot):
     assert widget.inputs.diameter.text() == "auto"
 
     viewer.add_labels(truth, name="cells ground truth")
-    widget.inputs.measure_button.click()
+    widget.inputs.measure_button.click()  # measured in a worker
+    qtbot.waitUntil(lambda: widget.inputs.diameter.text() != "auto", timeout=WAIT_MS)
     diameter = estimate_diameter(truth)
     assert widget.inputs.diameter.value() == pytest.approx(diameter, abs=0.05)
     assert widget.inputs.adapt_options().diameter == pytest.approx(diameter, abs=0.05)

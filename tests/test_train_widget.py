@@ -334,7 +334,8 @@ def test_defaults_to_the_builtin_starter_and_plots_its_score_as_epoch_0(make_nap
     assert widget.settings.learning_rate.text() == "auto"
     assert widget.settings.train_config().learning_rate is None  # the engine's 1e-3
     widget.inputs.polarity.setCurrentIndex(widget.inputs.polarity.findData("bright"))
-    widget.inputs.measure_button.click()  # from the chosen ground truth
+    widget.inputs.measure_button.click()  # from the chosen ground truth, in a worker
+    qtbot.waitUntil(lambda: widget.inputs.diameter.text() != "auto", timeout=20_000)
     measured = estimate_diameter(viewer.layers["nuclei ground truth"].data)
     assert widget.inputs.adapt_options().diameter == pytest.approx(measured, abs=0.05)
     widget.start()

@@ -25,7 +25,9 @@ from qtpy.QtWidgets import (
 
 from ..engine.errors import InputError
 from ..engine.image_adapter import AdaptOptions, estimate_diameter
+from ..layers.jobs import one_shot
 from ..layers.layer_pairs import layer_image_data
+from .job_runner import JobRunner
 
 POLARITY_TEXT = {"auto": "auto", "bright": "bright objects", "dark": "dark objects"}
 RGB_NAMES = ("red", "green", "blue", "alpha")
@@ -77,6 +79,7 @@ class InputControls(QGroupBox):
     ) -> None:
         super().__init__("Input images", parent)
         self._measure_source = measure_source
+        self._measuring = JobRunner(self, "Measuring the objects")
         self.channel = QComboBox()
         self.channel.setToolTip(
             "Channel of a colour or multi-channel image to segment; auto: luminance of colour "
@@ -167,18 +170,31 @@ class InputControls(QGroupBox):
             diameter=self.diameter_value(),
         )
 
-    def measure(self) -> float | None:
-        """Set the diameter from the annotations; returns it (None if nothing to measure)."""
-        if self._measure_source is None:
-            return None
+    def measure(self) -> bool:
+        """Set the diameter from the annotations, measured in a worker; returns whether
+        measuring started (what is wrong, if anything, goes to :attr:`message`)."""
+        if self._measure_source is None or self._measuring.is_running:
+            return False
         try:
-            diameter = measure_diameter(self._measure_source())
+            sources = self._measure_source()  # read on the main thread: arrays, no layers
         except InputError as exc:
             self.message.emit(f"Cannot measure the object diameter: {exc}", True)
-            return None
+            return False
+        self.measure_button.setEnabled(False)
+        self._measuring.start(
+            lambda _stop: one_shot(measure_diameter, sources),
+            lambda done: self._show_measured(done.value),
+            lambda _end: self.measure_button.setEnabled(True),
+        )
+        return True
+
+    @property
+    def is_measuring(self) -> bool:
+        return self._measuring.is_running
+
+    def _show_measured(self, diameter: float | None) -> None:
         if diameter is None:
             self.message.emit("No annotated objects to measure the diameter from.", True)
-            return None
+            return
         self.diameter.setValue(max(diameter, self.diameter.singleStep()))
         self.message.emit(f"Objects are about {diameter:.1f} px across (median).", False)
-        return diameter
