@@ -65,6 +65,12 @@ def test_bad_numbers_get_a_clear_error_before_any_work(trained, tmp_path, capsys
     ]:
         argv = [a for a in _train_argv(images, labels, out) if a not in ("--epochs", "1")]
         _expect_error(capsys, [*argv, option, value], message, out)
+    for option, value, message in [
+        ("--depth", "9", "depth must be an integer from 1 to 8"),  # was a ValueError traceback
+        ("--base-channels", "1000", "base_channels must be an integer from 1 to 512"),
+    ]:
+        argv = _train_argv(tmp_path / "no-images", labels, out)  # refused before any reading
+        _expect_error(capsys, [*argv, option, value], message, out)
     pred = tmp_path / "pred"
     for option, value, message in [
         ("--tile-size", "4", "too small"),  # the tiny test network needs at least 8

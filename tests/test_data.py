@@ -132,3 +132,12 @@ def test_huge_label_ids_are_relabelled_not_a_memory_error():
     assert pair.n_objects == 2 and pair.labels.max() == 2
     for mode in ("distance", "boundary"):
         assert make_targets(pair.labels, mode).shape[1:] == (64, 64)
+
+
+def test_rgba_pairs_have_four_channels_in_2d_and_in_short_stacks():
+    # Issue 11, item 8: the channel count of RGBA training images is 4 (not a spatial axis).
+    img, lab = synthetic_nuclei((40, 256))
+    rgba = np.stack([img, img, img, np.full_like(img, 255)], axis=-1)
+    assert make_pair(rgba, lab).image.shape == (4, 40, 256)
+    stack_labels = np.stack([lab] * 5)
+    assert make_pair(np.stack([rgba] * 5), stack_labels).image.shape == (4, 5, 40, 256)

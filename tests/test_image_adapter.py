@@ -146,3 +146,81 @@ def test_fine_tuning_on_all_channels_widens_the_model():
     assert tuned.segment(rgb).shape == (64, 64)
     with pytest.raises(InputError, match="not both"):
         AdaptOptions(channel=0, all_channels=True)
+
+
+def _rgba(image: np.ndarray) -> np.ndarray:
+    """A grey image as RGBA, channels last, opaque."""
+    return np.stack([image, image, image, np.full_like(image, 255)], axis=-1)
+
+
+def _model_3d(channels=1):
+    return SegmentationModel.create(
+        ModelConfig(ndim=3, base_channels=4, depth=2, in_channels=channels)
+    )
+
+
+def test_rgba_stack_with_few_slices_has_four_channels_not_one_per_slice():
+    # Issue 11, item 8: a (Z, Y, X, 4) RGBA stack with 8 slices or fewer was read
+    # channel-first, so the message counted its slices as channels ("5 channel(s)").
+    stack = _rgba(np.zeros((5, 40, 48), np.uint8))
+    with pytest.raises(InputError, match=r"image with 4 channel\(s\), but the model reads 2"):
+        _model_3d(channels=2).check_fits(stack, name="cells.tif")
+    # A model trained on such stacks (training reads their channels last) takes them back.
+    _model_3d(channels=4).check_fits(stack)
+    data, _, done = _model_3d().adapt_image(stack)
+    assert data.shape == (1, 5, 40, 48) and done.channel_note == "RGBA -> luminance"
+    with pytest.raises(InputError, match=r"the image has 4 channel\(s\) \(0 to 3\)"):
+        _model_3d().check_fits(stack, AdaptOptions(channel=4), name="cells.tif")
+
+
+def test_2d_rgba_image_for_a_3d_model_is_refused_naming_its_four_channels():
+    # Was read as a one-channel volume 4 pixels deep: "the image has 1 channel(s)", or no
+    # error at all and a (Y, X, 4) "segmentation".
+    rgba = _rgba(np.zeros((64, 80), np.uint8))
+    for model in (_model_3d(), _model_3d(channels=2)):
+        with pytest.raises(InputError, match=r"2D image with 4 channels \(RGBA\).*3D"):
+            model.check_fits(rgba, name="cells.tif")
+    with pytest.raises(InputError, match=r"2D image with 3 channels \(RGB\)"):
+        _model_3d().adapt_image(rgba[..., :3], name="cells.tif")
+    # a volume is still a volume, and an explicit channel axis is still obeyed
+    _model_3d().check_fits(np.zeros((64, 80, 40), np.uint8))
+    _model_3d(channels=4).check_fits(rgba[None], channel_axis=-1)
+
+
+@pytest.mark.parametrize(("n", "kind"), [(3, "RGB"), (4, "RGBA")])
+def test_colour_images_report_their_own_channel_count(n, kind):
+    image = np.zeros((256, 256, n), np.uint8)  # as wide as it is tall: 256 is not channels
+    with pytest.raises(InputError, match=rf"image with {n} channel\(s\), but the model reads 2"):
+        _model(channels=2).check_fits(image, name="cells.tif")
+    with pytest.raises(InputError, match=rf"has {n} channel\(s\) \(0 to {n - 1}\)"):
+        _model().check_fits(image, AdaptOptions(channel=n), name="cells.tif")
+    assert _model().adapt_image(image)[2].channel_note == f"{kind} -> luminance"
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_cli_messages_count_the_channels_of_colour_tiffs(n, tmp_path, capsys):
+    import tifffile
+
+    from napari_live_unet.cli import main
+    from napari_live_unet.engine import save_model
+
+    from .test_cli import _predict_argv, _train_argv
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    image, lab = synthetic_nuclei((256, 256), n=6)
+    colour = np.stack([image] * 3 + [np.full_like(image, 255)], axis=-1)[..., :n]
+    tifffile.imwrite(images / "cells.tif", colour, photometric="rgb")
+    tifffile.imwrite(labels / "cells.tif", lab)
+    assert tifffile.imread(images / "cells.tif").shape == (256, 256, n)
+    save_model(_model(channels=2), tmp_path / "two.pt")
+    train_argv = [*_train_argv(images, labels, tmp_path / "m.pt"), "--channel", "5"]
+    runs = [
+        (train_argv, f"has {n} channel(s)"),
+        (_predict_argv(tmp_path / "two.pt", images, tmp_path / "out"), f"with {n} channel(s)"),
+    ]
+    for argv, expected in runs:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "256 channel" not in err, err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from ..engine.config import recommended_settings
 from ..engine.data import check_labels
 from ..engine.errors import InputError
 from ..engine.io import list_tiffs, read_tiff, smallest_label_dtype, write_tiff_atomic
+from ..engine.memory_estimate import check_training_memory
 from ..engine.metrics import dataset_counts, format_counts
 from ..engine.model import SegmentationModel
 from ..engine.output_checks import check_not_an_input, check_writable
@@ -170,11 +172,18 @@ def run_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             compile=args.compile,
         )
+        # the network's size, checked for a 2D one-channel image: the data decides those
+        smallest = ModelConfig(
+            mode=args.mode, base_channels=args.base_channels, depth=args.depth, norm=args.norm
+        )
     except ValueError as exc:
         raise InputError(str(exc)) from None
     initial = None
     if args.init_model not in ("auto", "scratch"):
         initial = load_model_source(args.init_model, device)
+    # Before any data is read: settings that cannot fit even for the smallest data (2D, one
+    # channel) are refused now; set_up checks again with the data's dimensions.
+    check_training_memory(initial.config if initial is not None else smallest, config, device)
     if args.regions is not None:
         pairs, region_val = load_region_pairs(args.images, args.labels, args.regions)
     else:
@@ -200,14 +209,11 @@ def run_train(args: argparse.Namespace) -> int:
             "(--init-model scratch trains a new network)",
             file=sys.stderr,
         )
-    model_config = ModelConfig(
-        ndim=ndim,
-        in_channels=1 if adapt.channel is not None else channels.pop(),
-        mode=args.mode,
-        base_channels=args.base_channels,
-        depth=args.depth,
-        norm=args.norm,
-    )
+    in_channels = 1 if adapt.channel is not None else channels.pop()
+    try:
+        model_config = dataclasses.replace(smallest, ndim=ndim, in_channels=in_channels)
+    except ValueError as exc:  # e.g. more channels than a network reads
+        raise InputError(f"{args.images}: {exc}") from None
     if initial is not None and initial.config.mode != args.mode:
         print(f"note: fine-tuning keeps the model's mode ({initial.config.mode})", file=sys.stderr)
     stop = StopOnSignal(

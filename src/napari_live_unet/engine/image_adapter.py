@@ -189,32 +189,48 @@ def split_channels(
 ) -> tuple[np.ndarray, bool]:
     """Return ``image`` channel-first for ``ndim`` spatial axes, and whether it is RGB(A).
 
-    Without ``channel_axis``, an extra last axis of length 3 or 4 is read as RGB(A) and an
-    extra first axis of at most 8 as channels; anything else is ambiguous and refused.
+    Without ``channel_axis``, an extra last axis of length 3 or 4 is read as RGB(A) when the
+    axes before it are image-sized (more than 8 pixels, so a short stack of RGBA slices
+    keeps its 4 channels), and an extra first axis of at most 8 as channels; anything else
+    is ambiguous and refused. A 2D colour image given to a 3D model is refused with its
+    channel count rather than read as a volume 3 or 4 pixels deep.
     """
     image = image if hasattr(image, "shape") else np.asarray(image)
+    shape = tuple(image.shape)
     if image.ndim == ndim and channel_axis is None:
+        if ndim == 3 and _colour_last(shape):
+            kind = "RGBA" if shape[-1] == 4 else "RGB"
+            raise InputError(
+                f"{name} of shape {shape} is a 2D image with {shape[-1]} channels ({kind}), "
+                "but this model segments 3D images; use a 2D model for it"
+            )
         return image[np.newaxis], False
     if image.ndim != ndim + 1:
         raise InputError(
-            f"{name} of shape {tuple(image.shape)} is not {ndim}D: this model segments {ndim}D "
+            f"{name} of shape {shape} is not {ndim}D: this model segments {ndim}D "
             "images, optionally with one channel axis"
         )
     if channel_axis is None:
-        if image.shape[-1] in (3, 4) and image.shape[0] > 8:
+        if _colour_last(shape) or (shape[-1] in (3, 4) and shape[0] > 8):
             channel_axis = -1
-        elif image.shape[0] <= 8:
+        elif shape[0] <= 8:
             channel_axis = 0
-        elif image.shape[-1] <= 8:
+        elif shape[-1] <= 8:
             channel_axis = -1
         else:
             raise InputError(
-                f"{name} has shape {tuple(image.shape)}: no axis looks like channels; a {ndim}D "
+                f"{name} has shape {shape}: no axis looks like channels; a {ndim}D "
                 "model reads images with at most 8 channels (first or last axis)"
             )
     channel_axis = channel_axis % image.ndim
-    is_rgb = channel_axis == image.ndim - 1 and image.shape[-1] in (3, 4)
+    is_rgb = channel_axis == image.ndim - 1 and shape[-1] in (3, 4)
     return np.moveaxis(image, channel_axis, 0), is_rgb
+
+
+def _colour_last(shape: tuple[int, ...]) -> bool:
+    """Whether the last axis holds RGB(A): 3 or 4 long after image-sized axes (a volume or
+    a channel-first image is never 3 or 4 pixels along its last axis beside those)."""
+    return len(shape) >= 3 and shape[-1] in (3, 4) and all(s > 8 for s in shape[-3:-1])
 
 
 def channel_weights(n: int, is_rgb: bool) -> np.ndarray:

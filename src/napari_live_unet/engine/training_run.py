@@ -22,6 +22,7 @@ from .device import autocast, autocast_dtype, resolve_device
 from .errors import InputError
 from .image_adapter import Adaptation, AdaptOptions, channel_weights
 from .losses import boundary_class_weights, segmentation_loss
+from .memory_estimate import VALIDATION_CHUNK, check_training_memory
 from .model import SegmentationModel
 from .sampler import PatchSampler
 from .training_input import fit_training_data
@@ -108,12 +109,21 @@ def set_up(
     device = resolve_device(device)
     if not pairs:
         raise InputError("no training data: give at least one image with labels")
+    adapt = adapt or AdaptOptions()
+    # Before the network, its optimiser or a patch is allocated: refuse settings that cannot
+    # fit, instead of being killed by the operating system (issue 11, item 6).
+    planned = (
+        initial_model.config
+        if initial_model is not None
+        else _new_config(pairs, model_config, adapt)
+    )
+    patch = _patch_shape(config, planned.ndim, planned.size_multiple)
+    check_training_memory(planned, config, device, patch=patch)
     if config.seed is not None:
         torch.manual_seed(config.seed)
     if val_pairs is None:
         pairs, val_pairs = split_validation(pairs, config.val_fraction, config.seed)
     val_pairs = list(val_pairs)
-    adapt = adapt or AdaptOptions()
     fine_tuning = initial_model is not None
     model = _initial_model(pairs, model_config, initial_model, device, adapt)
     mode, ndim = model.config.mode, model.config.ndim
@@ -131,7 +141,6 @@ def set_up(
         model.network = widen_input(model.network, weights)
         model.config = model.network.config
     config = config.resolved(fine_tuning=fine_tuning)
-    patch = _patch_shape(config, ndim, model.config.size_multiple)
     sampler = PatchSampler(
         pairs, mode, patch, device, model.normalization, config.foreground_sampling, config.seed
     )
@@ -174,13 +183,20 @@ def _initial_model(pairs, model_config, initial_model, device, adapt) -> Segment
         model.history = list(initial_model.history)
         model.info = {}  # a fine-tuned model is no longer the one described
         return model.to(device)
+    return SegmentationModel.create(
+        _new_config(pairs, model_config, adapt),
+        normalization=NormalizationConfig(),
+        postprocess=PostprocessConfig(),
+    ).to(device)
+
+
+def _new_config(pairs, model_config: ModelConfig | None, adapt: AdaptOptions) -> ModelConfig:
+    """The architecture of a model trained from scratch on ``pairs``."""
     channels = 1 if adapt.channel is not None else pairs[0].image.shape[0]
     model_config = model_config or ModelConfig(ndim=pairs[0].labels.ndim, in_channels=channels)
     if adapt.channel is not None and model_config.in_channels != 1:
         model_config = dataclasses.replace(model_config, in_channels=1)
-    return SegmentationModel.create(
-        model_config, normalization=NormalizationConfig(), postprocess=PostprocessConfig()
-    ).to(device)
+    return model_config
 
 
 def _patch_shape(config: TrainConfig, ndim: int, multiple: int) -> tuple[int, ...]:
@@ -207,8 +223,8 @@ def patch_loss(network, patches, mode, class_weights, amp_dtype, device) -> floa
     network.eval()
     total, weight = 0.0, 0.0
     with torch.inference_mode():
-        for i in range(0, len(patches), 16):
-            chunk = patches[i : i + 16]
+        for i in range(0, len(patches), VALIDATION_CHUNK):
+            chunk = patches[i : i + VALIDATION_CHUNK]
             image = torch.stack([c[0] for c in chunk])
             image = image.contiguous(memory_format=memory_format(image.ndim - 2))
             targets = torch.stack([c[1] for c in chunk])

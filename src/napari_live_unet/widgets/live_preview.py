@@ -25,7 +25,8 @@ class LivePreviewController(QObject):
         self.crop = VisibleCrop()
         self.image: Image | None = None
         self._spatial_ndim = 2
-        self._timer = QTimer(self, interval=500)
+        self._timer = QTimer(self)
+        self._timer.setInterval(500)
         self._timer.timeout.connect(self._update_view)
 
     def start(self, image: Image | None, spatial_ndim: int) -> None:

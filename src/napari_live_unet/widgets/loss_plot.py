@@ -9,20 +9,26 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 _TRAIN_COLOUR = "#f0a030"
 _VAL_COLOUR = "#40b0f0"
 _AP_COLOUR = "#70e070"
 _START_COLOUR = "#f0f0f0"
+_REDRAW_MS = 300
+"""Points that arrive within this long of each other are drawn together: each redraw
+repaints the plot, and every repaint of the napari window costs the GUI thread tens of
+milliseconds on a software-rendered display, so an epoch's loss, AP and restart mark make
+one repaint rather than three."""
 
 
 class LossPlot(QWidget):
     """Loss curves on the left axis and validation AP@0.5 on the right (0-1).
 
-    Points are added as epochs end; the curves redraw immediately. Epoch 0 (the starting
-    model of a fine-tuning run, scored before any step) is drawn like any epoch and marked.
+    Points are added as epochs end; the curves redraw within ``_REDRAW_MS`` (points that
+    arrive together are drawn in one repaint). Epoch 0 (the starting model of a fine-tuning
+    run, scored before any step) is drawn like any epoch and marked.
     """
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -75,6 +81,10 @@ class LossPlot(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.plot_widget)
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(_REDRAW_MS)
+        self._redraw_timer.timeout.connect(self._redraw)
         self.clear()
 
     def _sync_views(self) -> None:
@@ -123,13 +133,13 @@ class LossPlot(QWidget):
         if val_loss is not None:
             self.val_epochs.append(x)
             self.val_loss.append(val_loss)
-        self._redraw()
+        self._schedule_redraw()
 
     def add_ap(self, epoch: int, ap: float) -> None:
         """Append a validation AP@0.5 value."""
         self.ap_epochs.append(epoch + self._offset)
         self.ap.append(ap)
-        self._redraw()
+        self._schedule_redraw()
 
     def start_points(self) -> list[tuple[float, float]]:
         """The starting models' losses (epoch 0 of each run), train first; empty for a new
@@ -138,7 +148,12 @@ class LossPlot(QWidget):
         val = [(self.val_epochs[i], self.val_loss[i]) for i in self._start_val]
         return train + val
 
+    def _schedule_redraw(self) -> None:
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start()
+
     def _redraw(self) -> None:
+        self._redraw_timer.stop()
         self._train.setData(*self._runs(self.epochs, self.train_loss), connect="finite")
         self._val.setData(*self._runs(self.val_epochs, self.val_loss), connect="finite")
         start = self.start_points()
