@@ -20,7 +20,7 @@ def preview_layer(viewer: Any, image: Image) -> Labels:
 
     Adding a layer costs a few hundred milliseconds of the GUI thread, so callers add it
     when a run starts rather than in the middle of training; later previews only swap its
-    data. The image stays the active layer (the painter keeps the brush).
+    data. The layer that was active stays active (the painter keeps the brush).
     """
     name = image.name + LIVE_PREVIEW_SUFFIX
     if name in viewer.layers and isinstance(viewer.layers[name], Labels):
