@@ -263,3 +263,95 @@ def test_a_multiscale_image_trains_on_its_full_resolution_level(make_napari_view
     train, _ = build_pairs([snapshot_pair(layer, truth, None, 2)], None)
     assert train[0].image.shape[-2:] == (96, 96)
     np.testing.assert_array_equal(train[0].image[0], image)
+
+
+def _volume_with_a_column():
+    labels = np.zeros((12, 40, 40), np.uint16)
+    labels[:, 8:14, 8:14] = 1  # an object through every slice
+    return (labels * 50 + 10).astype(np.uint8), labels
+
+
+def test_a_3d_region_covers_the_slices_set_in_the_spin_boxes(viewer_and_widget, qtbot, tmp_path):
+    from napari_live_unet.engine.regions import role_mask
+    from napari_live_unet.layers.shape_regions import regions_from_shapes
+
+    viewer, widget = viewer_and_widget
+    img, lab = _volume_with_a_column()
+    viewer.add_image(img, name="vol")
+    widget._ndim_combo.value = 3
+    widget.new_ground_truth().data = lab
+    depth = widget._depth
+    shapes = widget.show_regions()
+    shapes.add_rectangles(_rect(4, 4, 30, 30, frame=(5,)))  # drawn on slice 5
+    qtbot.waitUntil(lambda: widget.table_rows() == [("1", "training", "–", "1 × 27 × 27", "1")])
+    assert not depth.isHidden() and depth.slices is None  # nothing selected yet
+
+    widget._table.cellClicked.emit(0, 1)  # selecting the table row selects the region
+    assert shapes.selected_data == {0} and depth.slices == (5, 5)
+    assert (depth._first.minimum(), depth._first.maximum()) == (0, 5)
+    assert (depth._last.minimum(), depth._last.maximum()) == (5, 11)
+    depth.set_slices(3, 7)
+    assert depth.slices == (3, 7)
+    qtbot.waitUntil(lambda: widget.table_rows()[0][3] == "5 × 27 × 27")
+
+    (region,) = regions_from_shapes(shapes, 3, widget.image_layer)
+    assert region.slices == (3, 7)
+    mask = role_mask([region], lab.shape, 3, "train")
+    assert mask[3:8, 4:31, 4:31].all() and mask.sum() == 5 * 27 * 27
+    assert not mask[2].any() and not mask[8].any()
+    (pair,), val = annotated_pairs(widget)
+    assert val == [] and pair.labels.shape == (5, 27, 27) and pair.n_objects == 1
+    np.testing.assert_array_equal(pair.image[0], img[3:8, 4:31, 4:31])
+
+    # The box is outlined for the 3D view: two rings of 4 edges and 4 edges joining them.
+    outlines = viewer.layers["vol region outlines"]
+    assert outlines.data.shape == (12, 2, 3)
+    assert sorted(set(outlines.data[:, 0, 0])) == [3, 7]
+    assert viewer.layers.selection.active is shapes  # drawing goes on in the regions
+    viewer.dims.ndisplay = 3
+
+    # Out-of-range values are held to the limits: the drawn slice stays covered.
+    depth.set_slices(9, 1)
+    assert depth.slices == (5, 5)
+    depth.set_slices(0, 40)
+    assert depth.slices == (0, 11)
+    depth.set_slices(3, 7)
+
+    widget._role_combo.value = "val"  # changing the role keeps the slices
+    assert shapes.features["role"].tolist() == ["val"]
+    shapes.add_rectangles(_rect(0, 0, 3, 3, frame=(2,)))  # new regions: one slice
+    regions = regions_from_shapes(shapes, 3, widget.image_layer)
+    assert [r.slices for r in regions] == [(3, 7), None]
+
+    assert widget.save_to(tmp_path / "set")
+    qtbot.waitUntil(lambda: not widget.is_busy, timeout=10_000)
+    viewer.layers.clear()
+    widget.load_from(tmp_path / "set")
+    qtbot.waitUntil(lambda: not widget.is_busy, timeout=10_000)
+    loaded = widget.regions_layer
+    np.testing.assert_allclose(loaded.data[0], _rect(4, 4, 30, 30, frame=(5,)))
+    assert [r.slices for r in regions_from_shapes(loaded, 3, widget.image_layer)] == [
+        (3, 7),
+        None,
+    ]
+    qtbot.waitUntil(lambda: "vol region outlines" in viewer.layers)
+
+
+def test_3d_shapes_to_regions_and_outlines():
+    from napari.layers import Shapes
+
+    from napari_live_unet.engine.regions import Region
+    from napari_live_unet.layers.region_depth import outline_segments
+    from napari_live_unet.layers.shape_regions import regions_from_shapes
+
+    ellipse = Shapes([_rect(0, 0, 20, 20, frame=(4,))], shape_type="ellipse")
+    ellipse.features = {"role": ["val"], "slices_before": [1], "slices_after": [2]}
+    (region,) = regions_from_shapes(ellipse, 3)
+    assert region.role == "val" and region.slices == (3, 6) and len(region.vertices) == 64
+    np.testing.assert_allclose(region.vertices[:, 0], 4)
+
+    flat = Region("train", (), _rect(0, 0, 9, 9, frame=(2,)))
+    vectors, roles = outline_segments([region, flat], 3, depth=5)  # clipped to slice 4
+    assert vectors.shape == (3 * 64, 2, 3) and roles == ["val"] * 192
+    np.testing.assert_allclose(vectors[-1, 1], [1, 0, 0])  # a vertical edge, slices 3 to 4
+    assert outline_segments([region], 2, depth=5)[0].shape == (0, 2, 3)

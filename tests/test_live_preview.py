@@ -1,8 +1,18 @@
 """Which crop the live preview asks the model for (no viewer needed)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 
-from napari_live_unet.layers.visible_crop import PreviewWindow, VisibleCrop, visible_window
+from napari_live_unet.engine.config import ModelConfig
+from napari_live_unet.layers.visible_crop import (
+    MIN_CONTEXT,
+    PreviewWindow,
+    VisibleCrop,
+    preview_context,
+    visible_window,
+    volume_window,
+)
 
 
 def test_window_follows_the_view_and_is_capped_around_its_centre():
@@ -16,9 +26,65 @@ def test_window_follows_the_view_and_is_capped_around_its_centre():
 
 def test_three_d_model_previews_a_slab_around_the_current_slice():
     corners = np.array([[0, 0, 0], [0, 63, 63]])
-    window = visible_window(corners, np.array([40.0, 0, 0]), (100, 64, 64), 3, (1, 2), 256, 32)
+    window = visible_window(corners, np.array([40.0, 0, 0]), (100, 64, 64), 3, (1, 2), 256, 8)
     assert window.frame == ()
-    assert window.start == (24, 0, 0) and window.stop == (56, 64, 64)
+    assert window.start == (32, 0, 0) and window.stop == (49, 64, 64)  # z 40 - 8 .. 40 + 8
+    # Near the ends the slab is clipped to the volume, never padded or shifted past it.
+    low = visible_window(corners, np.array([3.0, 0, 0]), (100, 64, 64), 3, (1, 2), 256, 8)
+    assert (low.start[0], low.stop[0]) == (0, 12)
+    high = visible_window(corners, np.array([99.0, 0, 0]), (100, 64, 64), 3, (1, 2), 256, 8)
+    assert (high.start[0], high.stop[0]) == (91, 100)
+
+
+def test_a_thin_volume_is_previewed_whole_along_z():
+    corners = np.array([[0, 0, 0], [0, 63, 63]])
+    for z in range(6):
+        window = visible_window(corners, np.array([z, 0, 0]), (6, 64, 64), 3, (1, 2), 256, 8)
+        assert window.start == (0, 0, 0) and window.stop == (6, 64, 64)
+
+
+def test_a_large_slab_keeps_its_depth_and_narrows_around_the_view_centre():
+    corners = np.array([[0, 0, 0], [0, 999, 999]])
+    window = visible_window(
+        corners,
+        np.array([50.0, 0, 0]),
+        (100, 1000, 1000),
+        3,
+        (1, 2),
+        384,
+        8,
+        max_voxels=17 * 100**2,
+    )
+    assert (window.start[0], window.stop[0]) == (42, 59)
+    assert window.start[1:] == (450, 450) and window.stop[1:] == (550, 550)
+
+
+def test_three_d_view_previews_a_bounded_volume_around_the_camera_centre():
+    shape = (200, 1000, 1000)
+    window = volume_window(
+        np.array([100.0, 300, 700]), np.zeros(3), shape, 3, (0, 1, 2), 384, 8, 64**3
+    )
+    sizes = np.subtract(window.stop, window.start)
+    assert np.prod(sizes) <= 64**3 and tuple(sizes) == (64, 64, 64)
+    assert window.start == (68, 268, 668)
+    # A thin volume stays whole along z; y and x share the rest of the budget.
+    thin = volume_window(
+        np.array([2.0, 500, 500]), np.zeros(3), (5, 1000, 1000), 3, (0, 1, 2), 384, 8, 5 * 100**2
+    )
+    assert thin.start == (0, 450, 450) and thin.stop == (5, 550, 550)
+    # A small volume is previewed whole wherever the camera is.
+    small = volume_window(np.array([-9.0, 90, 0]), np.zeros(3), (10, 40, 40), 3, (0, 1, 2), 384)
+    assert small.start == (0, 0, 0) and small.stop == (10, 40, 40)
+
+
+def test_context_follows_the_network_s_z_multiple():
+    assert preview_context(ModelConfig(ndim=3, depth=3)) == (8, 8, 8)
+    assert preview_context(ModelConfig(ndim=3, depth=1)) == (MIN_CONTEXT,) * 3
+    anisotropic = SimpleNamespace(ndim=3, depth=4, size_multiples=(2, 16, 16))
+    assert preview_context(anisotropic)[0] == MIN_CONTEXT  # type: ignore[arg-type]
+    older = SimpleNamespace(ndim=3, depth=4)  # a config without per-axis multiples
+    assert preview_context(older) == (16, 16, 16)  # type: ignore[arg-type]
+    assert preview_context(None) == (8, 8, 8)
 
 
 def test_source_crops_and_moves_rgb_channels_first():
@@ -27,6 +93,7 @@ def test_source_crops_and_moves_rgb_channels_first():
     assert source() is None
     source.set_view(data, PreviewWindow((1,), (2, 3), (6, 9)), rgb=True)
     request = source()
+    assert request is not None and request.intensity_range is not None
     crop, (low, high) = request.image, request.intensity_range
     assert crop.shape == (3, 4, 6)
     assert low.shape == high.shape == (3,)

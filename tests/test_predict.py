@@ -1,10 +1,21 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
 
-from napari_live_unet.engine import ModelConfig, SegmentationModel
+from napari_live_unet.engine import ModelConfig, SegmentationModel, predict
 from napari_live_unet.engine.errors import InputError
-from napari_live_unet.engine.predict import _Band, blend_window, tile_starts
+from napari_live_unet.engine.predict import (
+    _Band,
+    activation_bytes_per_voxel,
+    blend_window,
+    check_tile_shape,
+    context_margin,
+    plan_tile,
+    tile_starts,
+)
+from napari_live_unet.engine.unet import UNet
 
 from .conftest import predict_one
 
@@ -126,3 +137,112 @@ def test_segment_many_matches_one_by_one():
         assert maps.shape == (2, 48, 48)
         np.testing.assert_array_equal(labels, model.instances(maps))
         np.testing.assert_array_equal(labels, model.segment(image, tile_shape=(64, 64)))
+
+
+class ShapeSpy(torch.nn.Module):
+    """Records the spatial shape of every batch it is given; the output is pointwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x):
+        self.shapes.append(tuple(x.shape[2:]))
+        return Pointwise()(x)
+
+
+def test_automatic_tile_is_the_padded_image_when_it_fits():
+    assert plan_tile((520, 696), (16, 16), (112, 112), 10**7) == (528, 704)
+    # A 520-pixel axis is one 528 tile, not two 512 tiles overlapping by 504.
+    assert plan_tile((520, 520), (16, 16), (16, 16), 528 * 528) == (528, 528)
+    spy = ShapeSpy()
+    image = np.zeros((1, 300, 1300), np.float32)
+    predict_one(spy, image, mode="distance", size_multiple=16)
+    assert spy.shapes == [(304, 1312)]  # today's 1024² cap would make two tiles
+
+
+@pytest.mark.parametrize(
+    "shape,multiples,margins,budget",
+    [
+        ((6000, 6000), (16, 16), (112, 112), 2_236_962),
+        ((2000, 3000), (16, 16), (112, 112), 2_236_962),
+        ((64, 512, 512), (8, 8, 8), (56, 56, 56), 2_236_962),
+        ((64, 512, 512), (2, 8, 8), (10, 56, 56), 2_236_962),
+        ((100, 37), (4, 4), (8, 8), 40 * 40),
+    ],
+)
+def test_large_images_get_the_fewest_tiles_that_fit(shape, multiples, margins, budget):
+    tile = plan_tile(shape, multiples, margins, budget)
+    padded = [-(-s // m) * m for s, m in zip(shape, multiples, strict=True)]
+    assert np.prod(tile) <= budget
+    assert all(t % m == 0 and t <= p for t, m, p in zip(tile, multiples, padded, strict=True))
+    counts = [
+        len(tile_starts(s, t, o, m))
+        for s, t, o, m in zip(shape, tile, margins, multiples, strict=True)
+    ]
+    # No tiling with fewer tiles along any axis fits the budget (given the others).
+    for axis, n in enumerate(counts):
+        if n > 1:
+            fewer = -(-(padded[axis] + (n - 2) * margins[axis]) // (n - 1))
+            fewer = -(-fewer // multiples[axis]) * multiples[axis]
+            bigger = list(tile)
+            bigger[axis] = fewer
+            assert np.prod(bigger) > budget
+
+
+def test_tile_starts_fall_on_multiples_and_keep_the_overlap():
+    for size, tile, overlap, multiple in [(603, 256, 112, 16), (1000, 208, 56, 8), (50, 16, 4, 4)]:
+        starts = tile_starts(size, tile, overlap, multiple)
+        assert all(s % multiple == 0 for s in starts)
+        assert starts[0] == 0 and starts[-1] + tile == -(-size // multiple) * multiple
+        assert all(b - a <= tile - overlap for a, b in itertools.pairwise(starts))
+
+
+def test_automatic_tiles_match_the_whole_image_away_from_seams(monkeypatch):
+    monkeypatch.setattr(predict, "autocast_dtype", lambda device: None)  # exact float32
+    torch.manual_seed(0)
+    net = UNet(ModelConfig(base_channels=4, depth=2)).eval()
+    margin = context_margin(net, (4, 4))
+    assert margin == (24, 24)  # receptive radius 4 × (1 + 2) + 2 × 4 + (1 + 2) = 23
+    monkeypatch.setattr(predict, "CPU_BUDGET_BYTES", 96 * 96 * activation_bytes_per_voxel(net))
+    image = np.random.default_rng(1).random((1, 150, 230)).astype(np.float32)
+    options = dict(mode="distance", size_multiple=4, low=np.zeros(1), high=np.ones(1))
+    spy = []
+    forward = net.forward
+    net.forward = lambda x: (spy.append(tuple(x.shape[2:])), forward(x))[1]
+    tiled = predict_one(net, image, out_dtype=np.float32, **options)
+    tiles = {shape for shape in spy}
+    assert len(tiles) == 1 and np.prod(next(iter(tiles))) <= 96 * 96
+    spy.clear()
+    whole = predict_one(net, image, tile_shape=(152, 232), out_dtype=np.float32, **options)
+    assert spy == [(152, 232)]
+    # Pixels that only one tile covers lie at least the margin inside it: exact there.
+    tile = next(iter(tiles))
+    cover = np.zeros(image.shape[1:], int)
+    for start in itertools.product(
+        *[tile_starts(s, t, o, 4) for s, t, o in zip(image.shape[1:], tile, margin, strict=True)]
+    ):
+        cover[tuple(slice(s, s + t) for s, t in zip(start, tile, strict=True))] += 1
+    assert cover.min() >= 1 and (cover == 1).any() and (cover > 1).any()
+    single = cover == 1
+    np.testing.assert_allclose(tiled[:, single], whole[:, single], atol=1e-5)
+    assert np.abs(tiled - whole).max() < 0.05
+
+
+def test_per_axis_multiples_pad_each_axis_to_its_own():
+    spy = ShapeSpy()
+    image = np.zeros((1, 10, 30, 50), np.float32)
+    predict_one(spy, image, mode="distance", size_multiple=(4, 8, 8))
+    assert spy.shapes == [(12, 32, 56)]
+    spy.shapes.clear()
+    predict_one(spy, image, mode="distance", size_multiple=(4, 8, 8), tile_shape=(8, 16, 16))
+    assert set(spy.shapes) == {(8, 16, 16)}
+    assert plan_tile((10, 30, 50), (4, 8, 8), (4, 8, 8), 10**6) == (12, 32, 56)
+
+
+def test_tile_shape_check_names_per_axis_minimum():
+    check_tile_shape((8, 16, 16), (4, 8, 8))
+    with pytest.raises(InputError, match="8x16x16"):
+        check_tile_shape((8, 8, 16), (4, 8, 8))
+    with pytest.raises(InputError, match="32 pixels along each axis"):
+        check_tile_shape((16, 64), 16)

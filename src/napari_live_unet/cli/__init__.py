@@ -44,6 +44,14 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
         help="typical object diameter in pixels; images are zoomed so objects match the "
         "model's (default: automatic)",
     )
+    group.add_argument(
+        "--voxel-size",
+        metavar="Z,Y,X",
+        help="physical voxel size of the images, e.g. 2,0.5,0.5 for z steps 4x the pixel "
+        "size (Y,X in 2D); default: read from the TIFF metadata (ImageJ or OME), else "
+        "unknown. Anisotropic 3D data gets a network that works in y/x first; images of "
+        "another voxel size than the model's are resampled to it",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, help="patches per step (default: 8 on CPU, 32 on GPU)"
     )
     tr.add_argument(
-        "--patch-size", type=int, help="patch edge in pixels (default: 128 on CPU, 256 on GPU)"
+        "--patch-size",
+        type=int,
+        help="largest patch edge in y/x (default: 128 on CPU, 256 on GPU; 64 and 128 in 3D); "
+        "smaller images give smaller patches",
+    )
+    tr.add_argument(
+        "--patch-size-z",
+        type=int,
+        help="largest patch depth in z for 3D images (default: 16 on CPU, 32 on GPU)",
     )
     tr.add_argument(
         "--learning-rate",

@@ -23,6 +23,7 @@ from ..engine import (
     ThresholdsChosen,
     TrainConfig,
     TrainingFinished,
+    TrainingStarted,
     ValidationMetrics,
     builtin_model_info,
     load_folder_pairs,
@@ -42,6 +43,7 @@ from ..engine.metrics import dataset_counts, format_counts
 from ..engine.model import SegmentationModel
 from ..engine.output_checks import check_not_an_input, check_writable
 from ..engine.predict import check_tile_shape
+from ..engine.voxel_metadata import read_voxel_size
 from .stop_on_signal import StopOnSignal
 
 if TYPE_CHECKING:
@@ -49,14 +51,28 @@ if TYPE_CHECKING:
 
 
 def _adapt_options(args: argparse.Namespace) -> AdaptOptions:
-    """The --channel/--polarity/--diameter choices, checked before any data is read (the
-    messages name the option: "diameter must be a positive number of pixels ...")."""
+    """The --channel/--polarity/--diameter/--voxel-size choices, checked before any data is
+    read (the messages name the option: "diameter must be a positive number of pixels ...")."""
     return AdaptOptions(
         channel=args.channel,
         polarity=args.polarity,
         diameter=args.diameter,
         all_channels=getattr(args, "all_channels", False),
+        voxel_size=_voxel_size(args.voxel_size),
     )
+
+
+def _voxel_size(text: str | None) -> tuple[float, ...] | None:
+    """``--voxel-size 2,0.5,0.5`` as numbers; positivity is checked by AdaptOptions."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise InputError(
+            f"--voxel-size must be numbers separated by commas, Z,Y,X (or Y,X in 2D), "
+            f"e.g. 2,0.5,0.5; got {text!r}"
+        ) from None
 
 
 def _train_with_progress(
@@ -114,6 +130,8 @@ def _train_with_progress(
                     + "  ".join(f"AP@{k:.1f} {v:.3f}" for k, v in event.ap.items()),
                     file=sys.stderr,
                 )
+            elif isinstance(event, TrainingStarted):
+                bar.write(f"training on {event.describe_sizes()}", file=sys.stderr)
             elif isinstance(event, Notice):
                 bar.write(event.message, file=sys.stderr)
             elif isinstance(event, ThresholdsChosen):
@@ -146,14 +164,17 @@ def run_train(args: argparse.Namespace) -> int:
         raise InputError("give both --val-images and --val-labels, or neither")
     adapt = _adapt_options(args)
     size_given = args.base_channels is not None or args.depth is not None
-    for name in ("epochs", "batch_size", "patch_size", "steps_per_epoch", "base_channels", "depth"):
+    sized = ("batch_size", "patch_size", "patch_size_z", "base_channels", "depth")
+    for name in ("epochs", "steps_per_epoch", *sized):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.time_budget is not None and args.time_budget <= 0:
         raise InputError(f"--time-budget must be positive, got {args.time_budget}")
+    # Defaults depend on the device and, once the data is read, on 2D or 3D.
+    not_given = {name for name in sized if getattr(args, name) is None}
     for key, value in recommended_settings(device.type).items():
-        if getattr(args, key) is None:
+        if key in not_given:
             setattr(args, key, value)
     assert args.base_channels is not None and args.depth is not None  # filled in just above
     time_budget = args.time_budget if args.epochs is None else None
@@ -166,6 +187,7 @@ def run_train(args: argparse.Namespace) -> int:
             steps_per_epoch=args.steps_per_epoch,
             batch_size=args.batch_size,
             patch_size=args.patch_size,
+            **({} if args.patch_size_z is None else {"patch_size_z": args.patch_size_z}),
             learning_rate=args.learning_rate,
             val_ap_every=args.val_ap_every,
             early_stopping_patience=args.patience or None,
@@ -187,9 +209,10 @@ def run_train(args: argparse.Namespace) -> int:
     if args.regions is not None:
         pairs, region_val = load_region_pairs(args.images, args.labels, args.regions)
     else:
-        pairs, region_val = load_folder_pairs(args.images, args.labels), []
+        pairs = load_folder_pairs(args.images, args.labels, voxel_size=adapt.voxel_size)
+        region_val = []
     if args.val_images is not None:
-        val_pairs = load_folder_pairs(args.val_images, args.val_labels)
+        val_pairs = load_folder_pairs(args.val_images, args.val_labels, voxel_size=adapt.voxel_size)
         if region_val:
             print(
                 f"note: --val-images given; ignoring {len(region_val)} validation regions "
@@ -199,6 +222,19 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         val_pairs = region_val or None  # None: hold out validation data automatically
     ndim = pairs[0].labels.ndim
+    if ndim == 3:  # volumes: smaller patches and batches, unless chosen
+        settings = recommended_settings(device.type, ndim)
+        given_size = {k: settings[k] for k in ("base_channels", "depth") if k in not_given}
+        vars(args).update(given_size)
+        config = dataclasses.replace(
+            config,
+            **{
+                k: settings[k]
+                for k in ("batch_size", "patch_size", "patch_size_z")
+                if k in not_given
+            },
+        )
+        smallest = dataclasses.replace(smallest, **given_size)
     channels = {p.image.shape[0] for p in pairs}
     if len(channels) > 1 or any(p.labels.ndim != ndim for p in pairs):
         raise InputError(f"{args.images}: images differ in dimensionality or channel count")
@@ -262,8 +298,9 @@ def run_predict(args: argparse.Namespace) -> int:
     check_not_an_input(args.out, [args.images])
     check_writable(args.out, folder=True)
     model = load_model_source(args.model, device)
+    model.voxel_zoom(adapt.voxel_size)  # a wrong number of axes is refused now
     tile = None if args.tile_size is None else (args.tile_size,) * model.config.ndim
-    check_tile_shape(tile, model.config.size_multiple)
+    check_tile_shape(tile, model.config.size_multiples)
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     files = _image_files(args.images)
@@ -286,8 +323,10 @@ def run_predict(args: argparse.Namespace) -> int:
     # Tiles of consecutive small images share GPU batches; files are read as needed, and
     # post-processing of one image overlaps prediction of the next.
     fitted: collections.Counter[str] = collections.Counter()
+    ndim = model.config.ndim
     results = model.segment_many(
         (read_tiff(files[name]) for name in names),
+        voxel_sizes=(adapt.voxel_size or read_voxel_size(files[name], ndim) for name in names),
         adapt=adapt,
         tile_shape=tile,
         batch_size=args.batch_size,

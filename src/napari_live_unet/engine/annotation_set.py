@@ -6,6 +6,10 @@ An *annotation set* folder holds::
     folder/labels/NAME.tif
     folder/regions.json      which regions of which frames were annotated
 
+A region of a 3D volume that spans several slices stores them as ``"slices": [first,
+last]``; such files are written as version 2 (files without it stay version 1, readable by
+earlier versions of the plugin).
+
 which ``live-unet train --images folder/images --labels folder/labels --regions
 folder/regions.json`` reads too.
 """
@@ -37,7 +41,9 @@ from .regions import (
 )
 
 FORMAT_NAME = "napari-live-unet annotation set"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The newest regions file version this module reads; it writes version 1 unless a region
+spans slices (version 2 added ``"slices"``)."""
 REGIONS_FILE = "regions.json"
 
 _UNSAFE_NAME = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
@@ -218,7 +224,7 @@ def read_regions_file(path: str | os.PathLike) -> dict[str, _Entry]:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise InputError(
             f"{path}: format version {version!r} is not supported (this version reads "
-            f"{FORMAT_VERSION}); update napari-live-unet"
+            f"up to {FORMAT_VERSION}); update napari-live-unet"
         )
     images = data.get("images")
     if not isinstance(images, dict):
@@ -230,10 +236,7 @@ def read_regions_file(path: str | os.PathLike) -> dict[str, _Entry]:
             spatial_ndim = int(spec["spatial_ndim"])
             channel_axis = spec.get("channel_axis")
             channel_axis = None if channel_axis is None else int(channel_axis)
-            regions = [
-                Region(str(r["role"]), tuple(r["frame"]), np.asarray(r["vertices"], np.float64))
-                for r in spec["regions"]
-            ]
+            regions = [_region_from_json(r) for r in spec["regions"]]
         except InputError as exc:
             raise InputError(f"{where}: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
@@ -279,18 +282,33 @@ def _prepare_item(item: AnnotatedImage) -> tuple[AnnotatedImage, np.ndarray, np.
     return item, image, labels.astype(smallest_label_dtype(top), copy=False)
 
 
+def _region_from_json(spec: dict) -> Region:
+    slices = spec.get("slices")  # absent before version 2: the vertices' z extent
+    return Region(
+        str(spec["role"]),
+        tuple(spec["frame"]),
+        np.asarray(spec["vertices"], np.float64),
+        None if slices is None else tuple(slices),
+    )
+
+
+def _region_to_json(region: Region) -> dict:
+    spec = {"role": region.role, "frame": list(region.frame), "vertices": region.vertices.tolist()}
+    if region.slices is not None:
+        spec["slices"] = list(region.slices)
+    return spec
+
+
 def _entries_to_json(entries: dict[str, _Entry]) -> dict:
+    deep = any(r.slices is not None for e in entries.values() for r in e.regions)
     return {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": FORMAT_VERSION if deep else 1,
         "images": {
             name: {
                 "spatial_ndim": e.spatial_ndim,
                 "channel_axis": e.channel_axis,
-                "regions": [
-                    {"role": r.role, "frame": list(r.frame), "vertices": r.vertices.tolist()}
-                    for r in e.regions
-                ],
+                "regions": [_region_to_json(r) for r in e.regions],
             }
             for name, e in entries.items()
         },

@@ -92,12 +92,49 @@ def _rotate_scale(image, targets, mask, config, categorical, generator):
     angle = torch.where(keep, torch.zeros_like(angle), angle)
     zoom = torch.where(keep, torch.ones_like(zoom), zoom)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.zeros(b, ndim, ndim + 1, device=device)
-    # grid coordinates are (x, y[, z]); rotate and zoom in the x-y plane only.
-    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin
-    theta[:, 1, 0], theta[:, 1, 1] = sin, cos
-    if ndim == 3:
-        theta[:, 2, 2] = 1.0
+    theta = torch.zeros(b, 2, 3, device=device)
+    # Grid coordinates are (x, y), each scaled to [-1, 1]: rotate and zoom in the x-y plane
+    # only (z never mixes with y/x), with the patch's aspect ratio so that a non-square patch
+    # is rotated, not sheared.
+    aspect = image.shape[-2] / image.shape[-1]
+    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * aspect
+    theta[:, 1, 0], theta[:, 1, 1] = sin / aspect, cos
+    if ndim == 2:
+        return _resample_plane(image, targets, mask, theta, categorical)
+    # Volumes: each slice is turned in its plane (a 2D resampling of every slice costs a
+    # fraction of a 3D one), then z is scaled on its own, less far (object depth varies
+    # independently of width).
+    depth = image.shape[2]
+    out = _resample_plane(
+        _slices(image),
+        _slices(targets),
+        _slices(mask),
+        theta.repeat_interleave(depth, dim=0),
+        categorical,
+    )
+    image, targets, mask = (_unslice(t, b) for t in out)
+    z_lo, z_hi = math.sqrt(lo), math.sqrt(hi)
+    zoom_z = torch.exp(
+        math.log(z_lo) + _rand(b, generator, device) * (math.log(z_hi) - math.log(z_lo))
+    )
+    zoom_z = torch.where(keep, torch.ones_like(zoom_z), zoom_z)
+    return _scale_z(image, targets, mask, zoom_z.cpu().tolist(), categorical)
+
+
+def _slices(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, Z, Y, X) -> (B*Z, C, Y, X)."""
+    b, c, z, y, w = x.shape
+    return x.transpose(1, 2).reshape(b * z, c, y, w)
+
+
+def _unslice(x: torch.Tensor, b: int) -> torch.Tensor:
+    """(B*Z, C, Y, X) -> (B, C, Z, Y, X)."""
+    n, c, y, w = x.shape
+    return x.reshape(b, n // b, c, y, w).transpose(1, 2).contiguous()
+
+
+def _resample_plane(image, targets, mask, theta, categorical):
+    """Resample 2D patches by the affine ``theta`` (one per patch)."""
     grid = F.affine_grid(theta, list(image.shape), align_corners=False)
     image = F.grid_sample(
         image, grid, mode="bilinear", padding_mode="reflection", align_corners=False
@@ -109,13 +146,49 @@ def _rotate_scale(image, targets, mask, config, categorical, generator):
                 targets[:, k : k + 1],
                 grid,
                 mode="nearest" if is_cat else "bilinear",
-                padding_mode="zeros",
+                # The mask marks what lies outside; "border" keeps edge pixels from being
+                # blended with zeros.
+                padding_mode="border",
                 align_corners=False,
             )
         )
     targets = torch.cat(channels, dim=1)
     mask = F.grid_sample(mask, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return image, targets, mask
+
+
+def _scale_z(image, targets, mask, zooms: list[float], categorical):
+    """Zoom each volume along z about its centre by ``zooms[i]`` (linear; nearest for class
+    targets and the mask). Slices pulled in from beyond the patch are mirrored for the image
+    and masked out of the loss."""
+    depth, device = image.shape[2], image.device
+    out_z = torch.arange(depth, dtype=torch.float32, device=device)
+    images, target_list, masks = [], [], []
+    for i, zoom in enumerate(zooms):
+        if zoom == 1.0:
+            images.append(image[i])
+            target_list.append(targets[i])
+            masks.append(mask[i])
+            continue
+        src = (out_z - (depth - 1) / 2) / zoom + (depth - 1) / 2
+        inside = (src > -0.5) & (src < depth - 0.5)
+        mirrored = src.abs()
+        mirrored = torch.where(mirrored > depth - 1, 2 * (depth - 1) - mirrored, mirrored)
+        mirrored = mirrored.clamp(0, depth - 1)
+        low = mirrored.floor().long()
+        high = (low + 1).clamp_max(depth - 1)
+        w = (mirrored - low).view(1, -1, 1, 1)
+        nearest = mirrored.round().long()
+        images.append(image[i][:, low] * (1 - w) + image[i][:, high] * w)
+        channels = [
+            targets[i][k : k + 1, nearest]
+            if is_cat
+            else targets[i][k : k + 1, low] * (1 - w) + targets[i][k : k + 1, high] * w
+            for k, is_cat in enumerate(categorical)
+        ]
+        target_list.append(torch.cat(channels))
+        masks.append(mask[i][:, nearest] * inside.view(1, -1, 1, 1).to(mask.dtype))
+    return torch.stack(images), torch.stack(target_list), torch.stack(masks)
 
 
 def _intensity(image, config, generator):

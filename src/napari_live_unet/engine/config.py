@@ -38,6 +38,18 @@ class ModelConfig:
         Number of down-sampling steps.
     norm : {"batch", "group", "instance", "none"}
         Normalisation layer after each convolution.
+    voxel_size : tuple of float, optional
+        Physical size of a pixel (voxel) per spatial axis, ``(z, y, x)`` in 3D, of the
+        images the network learned from. Images of another voxel size are resampled to it
+        before the network. None: unknown (images are taken as they are).
+    pooling : tuple of tuple of int, optional
+        Down-sampling factor per level (``depth`` entries) and axis, 1 or 2. None: 2 on
+        every axis. Anisotropic volumes pool only in y/x until the voxels are about
+        isotropic (see :func:`anisotropic_layout`).
+    kernels : tuple of tuple of int, optional
+        Convolution kernel per level (``depth + 1`` entries, the last one the bottom) and
+        axis, 1 or 3. None: 3 on every axis. A 1 along z makes a "flat" level that
+        convolves only in y/x.
     """
 
     ndim: int = 2
@@ -46,6 +58,9 @@ class ModelConfig:
     base_channels: int = 16
     depth: int = 3
     norm: Norm = "batch"
+    voxel_size: tuple[float, ...] | None = None
+    pooling: tuple[tuple[int, ...], ...] | None = None
+    kernels: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.ndim not in (2, 3):
@@ -62,6 +77,10 @@ class ModelConfig:
             # Bounded so a crafted or damaged file cannot make a network that fills memory.
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
                 raise ValueError(f"{name} must be an integer from 1 to {top}, got {value!r}")
+        if self.voxel_size is not None:
+            self.voxel_size = check_voxel_size(self.voxel_size, self.ndim)
+        self.pooling = _per_level("pooling", self.pooling, self.depth, self.ndim, (1, 2))
+        self.kernels = _per_level("kernels", self.kernels, self.depth + 1, self.ndim, (1, 3))
 
     @property
     def out_channels(self) -> int:
@@ -69,16 +88,127 @@ class ModelConfig:
         return 3 if self.mode == "boundary" else 2
 
     @property
+    def level_pooling(self) -> tuple[tuple[int, ...], ...]:
+        """Down-sampling factor per level and axis (2 everywhere unless ``pooling`` says)."""
+        return self.pooling or ((2,) * self.ndim,) * self.depth
+
+    @property
+    def level_kernels(self) -> tuple[tuple[int, ...], ...]:
+        """Convolution kernel per level (bottom included) and axis."""
+        return self.kernels or ((3,) * self.ndim,) * (self.depth + 1)
+
+    @property
+    def size_multiples(self) -> tuple[int, ...]:
+        """Per spatial axis, sizes fed to the network must be multiples of this."""
+        return tuple(
+            math.prod(level[axis] for level in self.level_pooling) for axis in range(self.ndim)
+        )
+
+    @property
     def size_multiple(self) -> int:
-        """Spatial sizes fed to the network must be multiples of this."""
-        return 2**self.depth
+        """The largest of :attr:`size_multiples` (``2 ** depth`` for isotropic networks)."""
+        return max(self.size_multiples)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for key in ("voxel_size", "pooling", "kernels"):
+            value = getattr(self, key)
+            d[key] = None if value is None else _as_lists(value)
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         return _from_dict(cls, data)
+
+
+def _as_lists(value: Any) -> Any:
+    return [_as_lists(v) for v in value] if isinstance(value, tuple | list) else value
+
+
+def check_voxel_size(voxel_size: Any, ndim: int) -> tuple[float, ...]:
+    """``voxel_size`` as a tuple of ``ndim`` positive finite floats.
+
+    Raises
+    ------
+    ValueError
+        Naming the value and what is expected (one positive size per spatial axis).
+    """
+    axes = "Z,Y,X" if ndim == 3 else "Y,X"
+    try:
+        sizes = tuple(float(v) for v in voxel_size)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"voxel size must be {ndim} numbers ({axes}), got {voxel_size!r}"
+        ) from None
+    if len(sizes) != ndim:
+        raise ValueError(
+            f"voxel size must give {ndim} numbers ({axes}) for {ndim}D images, "
+            f"got {len(sizes)}: {voxel_size!r}"
+        )
+    if not all(0 < v < math.inf for v in sizes):
+        raise ValueError(f"voxel size must be positive finite numbers ({axes}), got {voxel_size!r}")
+    return sizes
+
+
+def _per_level(
+    name: str, value: Any, levels: int, ndim: int, allowed: tuple[int, ...]
+) -> tuple[tuple[int, ...], ...] | None:
+    """Validate a per-level, per-axis table read from a file or given by a caller."""
+    if value is None:
+        return None
+    try:
+        table = tuple(tuple(v for v in level) for level in value)
+    except TypeError:
+        raise ValueError(f"{name} must be a list of per-axis lists, got {value!r}") from None
+    if len(table) != levels or any(
+        len(level) != ndim
+        or any(isinstance(v, bool) or not isinstance(v, int) or v not in allowed for v in level)
+        for level in table
+    ):
+        raise ValueError(
+            f"{name} must hold {levels} levels of {ndim} values from {allowed}, got {value!r}"
+        )
+    return table
+
+
+def anisotropic_layout(
+    voxel_size: tuple[float, ...], depth: int
+) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]]:
+    """Pooling and kernels that make a U-net see anisotropic voxels as about isotropic.
+
+    The rule nnU-Net uses: at each level, an axis whose voxels are two or more times
+    coarser than the finest axis is neither pooled nor convolved across (kernel 1); the
+    other axes are pooled by 2, so their voxels grow until all axes are about equal, and
+    from there on the levels are fully 3D.
+
+    Parameters
+    ----------
+    voxel_size : tuple of float
+        Physical voxel size per axis.
+    depth : int
+        Down-sampling steps.
+
+    Returns
+    -------
+    pooling, kernels
+        ``depth`` per-axis pooling factors and ``depth + 1`` per-axis kernel sizes.
+
+    Examples
+    --------
+    >>> anisotropic_layout((5.0, 1.0, 1.0), 3)[0]
+    ((1, 2, 2), (1, 2, 2), (2, 2, 2))
+    """
+    spacing = list(voxel_size)
+    pooling, kernels = [], []
+    for level in range(depth + 1):
+        finest = min(spacing)
+        coarse = [s / finest >= 2.0 for s in spacing]
+        kernels.append(tuple(1 if c else 3 for c in coarse))
+        if level < depth:
+            pool = tuple(1 if c else 2 for c in coarse)
+            pooling.append(pool)
+            spacing = [s * p for s, p in zip(spacing, pool, strict=True)]
+    return tuple(pooling), tuple(kernels)
 
 
 @dataclass
@@ -242,12 +372,32 @@ class TrainConfig:
         return _from_dict(cls, data)
 
 
-def recommended_settings(device_type: str) -> dict[str, int]:
+def recommended_settings(device_type: str, ndim: int = 2) -> dict[str, int]:
     """Model size, patch and batch that suit a device type (``cpu``, ``cuda`` or ``mps``).
 
     On a CPU every step counts (a 300 s budget sees only ~25k patches on two cores), so a
     narrow net that trains fast wins; a GPU affords a wider, deeper net and larger batches.
+    In 3D a patch holds a stack of slices, so its y/x edge is halved and batches are
+    smaller: 16x64x64 patches in batches of 4 keep a CPU at many steps per second. Patches
+    are further capped by the images' own size (see
+    :func:`~napari_live_unet.engine.sizes.training_patch_shape`).
     """
     if device_type == "cpu":
+        if ndim == 3:
+            return {
+                "base_channels": 8,
+                "depth": 3,
+                "patch_size": 64,
+                "patch_size_z": 16,
+                "batch_size": 4,
+            }
         return {"base_channels": 8, "depth": 3, "patch_size": 128, "batch_size": 8}
+    if ndim == 3:
+        return {
+            "base_channels": 32,
+            "depth": 4,
+            "patch_size": 128,
+            "patch_size_z": 32,
+            "batch_size": 4,
+        }
     return {"base_channels": 32, "depth": 4, "patch_size": 256, "batch_size": 32}

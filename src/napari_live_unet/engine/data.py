@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import check_voxel_size
 from .errors import InputError
 from .io import list_tiffs, read_tiff
 from .normalize import channel_percentiles
+from .voxel_metadata import read_voxel_size
 
 AxisRanges = Sequence[tuple[int, int]]
 """An axis-aligned box as one (start, stop) pair per spatial axis, e.g. ((y0, y1), (x0, x1))."""
@@ -35,6 +37,9 @@ class TrainingPair:
         Normalisation percentiles of the whole image this pair was cut from, so a small
         region is scaled as the whole image will be at prediction time. ``None``: the
         pair's own percentiles.
+    voxel_size : tuple of float, or None
+        Physical pixel (voxel) size per spatial axis, from the file's metadata or the
+        user; None when unknown.
     """
 
     name: str
@@ -42,6 +47,7 @@ class TrainingPair:
     labels: np.ndarray
     annotated: np.ndarray | None = None
     intensity_range: tuple[np.ndarray, np.ndarray] | None = None
+    voxel_size: tuple[float, ...] | None = None
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -122,6 +128,7 @@ def make_pair(
     channel_axis: int | None = None,
     name: str = "array",
     require_objects: bool = True,
+    voxel_size: Sequence[float] | None = None,
 ) -> TrainingPair:
     """Validate an image/label pair from in-memory arrays.
 
@@ -139,6 +146,8 @@ def make_pair(
         Named in error messages.
     require_objects : bool
         Raise if the (annotated part of the) labels contains no object.
+    voxel_size : sequence of float, optional
+        Physical pixel (voxel) size per spatial axis, if known.
 
     Returns
     -------
@@ -165,7 +174,12 @@ def make_pair(
             mask = regions_to_mask(annotated, labels.shape)
         if not mask.any():
             raise InputError(f"{name}: the annotated region is empty; mark what you annotated")
-    pair = TrainingPair(name, image, labels, mask)
+    if voxel_size is not None:
+        try:
+            voxel_size = check_voxel_size(voxel_size, labels.ndim)
+        except ValueError as exc:
+            raise InputError(f"{name}: {exc}") from None
+    pair = TrainingPair(name, image, labels, mask, voxel_size=voxel_size)
     if require_objects and pair.n_objects == 0:
         raise InputError(
             f"{name}: labels contain no objects. Annotate at least one object, or remove "
@@ -184,9 +198,16 @@ def _compact_ids(labels: np.ndarray) -> np.ndarray:
 
 
 def load_folder_pairs(
-    images_dir: str | os.PathLike, labels_dir: str | os.PathLike, *, ndim: int | None = None
+    images_dir: str | os.PathLike,
+    labels_dir: str | os.PathLike,
+    *,
+    ndim: int | None = None,
+    voxel_size: Sequence[float] | None = None,
 ) -> list[TrainingPair]:
     """Load ``images_dir/NAME.tif`` with ``labels_dir/NAME.tif`` for every NAME.
+
+    Each pair's voxel size is ``voxel_size`` when given, else what the image file records
+    (see :func:`~napari_live_unet.engine.voxel_metadata.read_voxel_size`).
 
     Raises :class:`InputError` if either folder is missing or empty, if names do not match
     one to one, or if any pair is invalid. All files are checked before anything is returned.
@@ -214,7 +235,12 @@ def load_folder_pairs(
     for stem in sorted(images):
         label_array = read_tiff(labels[stem])
         check_labels(label_array, str(labels[stem]))  # label errors name the label file
-        pair = make_pair(read_tiff(images[stem]), label_array, name=str(images[stem]))
+        spacing = voxel_size
+        if spacing is None:
+            spacing = read_voxel_size(images[stem], label_array.ndim)
+        pair = make_pair(
+            read_tiff(images[stem]), label_array, name=str(images[stem]), voxel_size=spacing
+        )
         if ndim is not None and pair.labels.ndim != ndim:
             raise InputError(f"{images[stem]}: expected {ndim}D labels, got {pair.labels.shape}")
         pairs.append(pair)
@@ -264,6 +290,7 @@ def _split_single(pair: TrainingPair, fraction: float) -> tuple[list[TrainingPai
             pair.labels[idx],
             mask,
             intensity_range,
+            pair.voxel_size,
         )
 
     # Validate on the far end of the image; if no object lies there, try the near end.

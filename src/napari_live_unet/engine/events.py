@@ -19,6 +19,21 @@ class TrainingStarted:
     n_parameters: int
     epochs: int | None
     time_budget: float | None
+    patch_shape: tuple[int, ...] = ()
+    """The training patch chosen for the data (each axis capped at the images' size)."""
+    batch_size: int = 0
+    pooling: tuple[tuple[int, ...], ...] = ()
+    """The network's pooling per level and axis (flat first levels for anisotropic data)."""
+
+    def describe_sizes(self) -> str:
+        """e.g. ``patches 16x64x64, batch 4, pooling (1,2,2) (2,2,2) (2,2,2)``."""
+        text = "patches " + "x".join(str(s) for s in self.patch_shape)
+        text += f", batch {self.batch_size}"
+        if self.pooling and any(1 in level for level in self.pooling):
+            text += ", pooling " + " ".join(
+                "(" + ",".join(str(p) for p in level) + ")" for level in self.pooling
+            )
+        return text
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import PostprocessConfig
+from .config import PostprocessConfig, check_voxel_size
 from .errors import InputError
 
 Polarity = Literal["bright", "dark"]
@@ -28,6 +28,8 @@ _LUMA = np.array([0.2125, 0.7154, 0.0721], np.float32)
 # Zooms this close to 1 are not worth resampling for: training zooms patches by 0.67-1.5
 # anyway, and resampling blurs.
 _ZOOM_TOLERANCE = 0.2
+# Voxel sizes come from metadata, not estimates: resample unless they agree within 5%.
+_VOXEL_TOLERANCE = 0.05
 
 
 @dataclass
@@ -112,17 +114,29 @@ class AdaptOptions:
         Fine-tuning only: a one-channel model learns to read every channel of colour or
         multi-channel images (its first layer is widened, starting from the luminance it
         would otherwise see) instead of their luminance.
+    voxel_size : tuple of float, optional
+        Physical pixel (voxel) size of the images per spatial axis, ``(z, y, x)`` in 3D.
+        Images are resampled to the model's voxel size when both are known; a new model
+        records it and adapts its network to anisotropic voxels. None: unknown (for
+        training, the images' own voxel sizes are used when they carry one).
     """
 
     channel: int | None = None
     polarity: PolarityChoice = "auto"
     diameter: float | None = None
     all_channels: bool = False
+    voxel_size: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         check_channel(self.channel)
         check_polarity(self.polarity)
         check_diameter(self.diameter)
+        if self.voxel_size is not None:
+            try:
+                size = check_voxel_size(self.voxel_size, len(tuple(self.voxel_size)))
+            except (TypeError, ValueError) as exc:
+                raise InputError(str(exc)) from None
+            object.__setattr__(self, "voxel_size", size)
         if self.all_channels and self.channel is not None:
             raise InputError("choose one channel or all channels, not both")
 
@@ -138,6 +152,8 @@ class Adaptation:
     polarity_source: str = ""
     notes: list[str] = field(default_factory=list)
     input_shape: tuple[int, ...] = ()
+    voxel_zoom: tuple[float, ...] | None = None
+    """Per-axis zoom that brought the image's voxel size to the model's (None: none)."""
 
     def describe(self) -> str:
         """One line for the user, e.g. ``RGB -> luminance; inverted (dark objects); zoom 0.50``."""
@@ -153,6 +169,9 @@ class Adaptation:
         parts.append(f"{what}{source}" + ("; inverted" if self.inverted else ""))
         if abs(self.zoom - 1.0) > 1e-6:
             parts.append(f"zoomed ×{self.zoom:.2f} to the model's object size")
+        if self.voxel_zoom is not None:
+            zooms = " x ".join(f"{z:.2f}" for z in self.voxel_zoom)
+            parts.append(f"resampled ×({zooms}) to the model's voxel size")
         return "; ".join(parts + self.notes)
 
 
@@ -386,22 +405,64 @@ def zoom_for(spec: InputSpec, diameter: float | None) -> float:
     return 1.0 if abs(zoom - 1.0) < _ZOOM_TOLERANCE else zoom
 
 
-def scale_postprocess(params: PostprocessConfig, zoom: float, ndim: int) -> PostprocessConfig:
+def voxel_zoom(
+    image_voxel: tuple[float, ...] | None, model_voxel: tuple[float, ...] | None
+) -> tuple[float, ...] | None:
+    """Per-axis zoom that resamples an image of ``image_voxel`` to ``model_voxel``.
+
+    None when either is unknown or they agree within 5% on every axis.
+
+    Raises
+    ------
+    InputError
+        If the two give different numbers of axes.
+    """
+    if image_voxel is None or model_voxel is None:
+        return None
+    if len(image_voxel) != len(model_voxel):
+        raise InputError(
+            f"voxel size {tuple(image_voxel)} has {len(image_voxel)} axes, but the model's "
+            f"{tuple(model_voxel)} has {len(model_voxel)}"
+        )
+    zoom = tuple(float(i) / float(m) for i, m in zip(image_voxel, model_voxel, strict=True))
+    if all(abs(z - 1.0) < _VOXEL_TOLERANCE for z in zoom):
+        return None
+    return zoom
+
+
+def combined_zoom(
+    zoom: float, axis_zoom: tuple[float, ...] | None, ndim: int
+) -> float | tuple[float, ...]:
+    """An object-size zoom and a per-axis voxel zoom as one (scalar when isotropic)."""
+    if axis_zoom is None:
+        return zoom
+    return tuple(zoom * z for z in axis_zoom[-ndim:])
+
+
+def scale_postprocess(
+    params: PostprocessConfig, zoom: float | tuple[float, ...], ndim: int
+) -> PostprocessConfig:
     """Thresholds for outputs of an image that was zoomed by ``zoom`` before the network.
 
     Sizes in the thresholds (minimum size, smoothing) are in the network's pixels; outputs
-    come back at the image's size, so the sizes are scaled to it.
+    come back at the image's size, so the sizes are scaled to it. A per-axis ``zoom``
+    scales the minimum size by the volume change and the smoothing by the in-plane zoom.
     """
-    if zoom == 1.0:
+    zooms = (zoom,) * ndim if isinstance(zoom, int | float) else tuple(zoom)
+    if all(z == 1.0 for z in zooms):
         return params
+    in_plane = math.sqrt(zooms[-1] * zooms[-2]) if ndim >= 2 else zooms[-1]
     return replace(
-        params, min_size=round(params.min_size / zoom**ndim), smoothing=params.smoothing / zoom
+        params,
+        min_size=round(params.min_size / math.prod(zooms)),
+        smoothing=params.smoothing / in_plane,
     )
 
 
-def zoomed_shape(shape: tuple[int, ...], zoom: float) -> tuple[int, ...]:
-    """Spatial shape after zooming (at least one pixel per axis)."""
-    return tuple(max(1, round(s * zoom)) for s in shape)
+def zoomed_shape(shape: tuple[int, ...], zoom: float | tuple[float, ...]) -> tuple[int, ...]:
+    """Spatial shape after zooming by one factor or one per axis (at least one pixel each)."""
+    zooms = (zoom,) * len(shape) if isinstance(zoom, int | float) else zoom
+    return tuple(max(1, round(s * z)) for s, z in zip(shape, zooms, strict=True))
 
 
 def resize(array: np.ndarray, shape: tuple[int, ...], *, nearest: bool = False) -> np.ndarray:

@@ -38,7 +38,7 @@ def patch_shape(config: TrainConfig, model_config: ModelConfig) -> tuple[int, ..
     """The training patch for these settings: ``patch_size`` (and ``patch_size_z`` in 3D)
     rounded down to the network's size multiple, at least one multiple."""
     return training_patch_shape(
-        config.patch_size, config.patch_size_z, model_config.ndim, model_config.size_multiple
+        config.patch_size, config.patch_size_z, model_config.ndim, model_config.size_multiples
     )
 
 
@@ -80,7 +80,7 @@ def training_memory_bytes(
     int
         ``OVERHEAD + 5 x parameter bytes + max(B x train, 16 x eval) x bytes``, where
         ``F = sum over levels of channels x voxels`` of one patch (level ``l`` holds
-        ``base_channels * 2**l`` channels on ``voxels / 2**(ndim*l)`` voxels), ``V`` the
+        ``base_channels * 2**l`` channels on the voxels left after ``l`` poolings), ``V`` the
         patch voxels, ``train = 12 F + 80 V`` (feature maps kept for the backward pass,
         the gradients, and per-voxel inputs, targets, augmentation and loss) and
         ``eval = 2 F + 32 V`` (the validation loss, 16 patches per pass without
@@ -117,9 +117,14 @@ def training_memory_bytes(
     """
     batch = train_config.batch_size if batch_size is None else batch_size
     patch = patch if patch is not None else patch_shape(train_config, model_config)
-    ndim, voxels = model_config.ndim, math.prod(patch)
+    voxels = math.prod(patch)
+    # Level l holds base * 2**l channels on the voxels left after the poolings above it
+    # (2**ndim per level for isotropic networks, less for anisotropic ones).
+    shrink = [1]
+    for pool in model_config.level_pooling:
+        shrink.append(shrink[-1] * math.prod(pool))
     features = sum(
-        model_config.base_channels * 2**level * voxels / 2 ** (ndim * level)
+        model_config.base_channels * 2**level * voxels / shrink[level]
         for level in range(model_config.depth + 1)
     )
     train_sample = TRAIN_PER_FEATURE * features * activation_bytes + TRAIN_PER_VOXEL * voxels * 4

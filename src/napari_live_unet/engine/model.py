@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +24,7 @@ from .image_adapter import (
     AdaptOptions,
     InputSpec,
     check_model_channels,
+    combined_zoom,
     invert,
     invert_range,
     polarity_from_image,
@@ -30,6 +32,7 @@ from .image_adapter import (
     scale_postprocess,
     split_channels,
     to_model_channels,
+    voxel_zoom,
     zoom_for,
     zoomed_shape,
 )
@@ -141,6 +144,23 @@ class SegmentationModel:
         """Zoom applied to images whose objects are ``diameter`` pixels across (None: auto)."""
         return zoom_for(self.input, diameter)
 
+    def voxel_zoom(self, voxel_size: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        """Per-axis zoom that brings images of ``voxel_size`` to the model's voxel size
+        (None when either is unknown or they agree)."""
+        if voxel_size is not None and len(voxel_size) != self.config.ndim:
+            raise InputError(
+                f"voxel size {tuple(voxel_size)} gives {len(voxel_size)} axes, but the model "
+                f"segments {self.config.ndim}D images: give one size per axis "
+                f"({'Z,Y,X' if self.config.ndim == 3 else 'Y,X'})"
+            )
+        return voxel_zoom(voxel_size, self.config.voxel_size)
+
+    def image_zoom(
+        self, diameter: float | None = None, voxel_size: tuple[float, ...] | None = None
+    ) -> float | tuple[float, ...]:
+        """The zoom applied to an image before the network: object size and voxel size."""
+        return combined_zoom(self.zoom_for(diameter), self.voxel_zoom(voxel_size), self.config.ndim)
+
     def adapt_image(
         self,
         image: np.ndarray,
@@ -177,11 +197,14 @@ class SegmentationModel:
             data = invert(data)
             intensity_range = invert_range(intensity_range)
         zoom = self.zoom_for(options.diameter)
+        axis_zoom = self.voxel_zoom(options.voxel_size)
         shape = tuple(data.shape[1:])
-        if zoom != 1.0:
-            data = resize(data, zoomed_shape(shape, zoom))
+        total = combined_zoom(zoom, axis_zoom, self.config.ndim)
+        if total != 1.0:
+            data = resize(data, zoomed_shape(shape, total))
         check_finite(data, name)
         adaptation = Adaptation(zoom, inverted, channel_note, polarity, source, input_shape=shape)
+        adaptation.voxel_zoom = axis_zoom
         return data, intensity_range, adaptation
 
     def predict_outputs(
@@ -248,6 +271,7 @@ class SegmentationModel:
         on_message: MessageCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
         intensity_ranges: Iterable[tuple[np.ndarray, np.ndarray] | None] | None = None,
+        voxel_sizes: Iterable[tuple[float, ...] | None] | None = None,
     ) -> Iterator[np.ndarray | TilesDone | Adaptation]:
         """Outputs for a stream of images, in order, with progress as it happens.
 
@@ -266,6 +290,9 @@ class SegmentationModel:
         intensity_ranges : iterable of (low, high) or None, optional
             Each image's normalisation percentiles (None entries: computed from the image),
             for crops that must be scaled like their whole image.
+        voxel_sizes : iterable of tuple or None, optional
+            Each image's voxel size (None entries: ``adapt.voxel_size``), when images of one
+            stream differ; images are resampled to the model's voxel size.
 
         Yields
         ------
@@ -277,17 +304,21 @@ class SegmentationModel:
             report progress within a large image without a helper thread.
         """
         ranges = itertools.repeat(None) if intensity_ranges is None else intensity_ranges
+        spacings = itertools.repeat(None) if voxel_sizes is None else voxel_sizes
         shapes: collections.deque[tuple[int, ...]] = collections.deque()
         adapted: collections.deque[Adaptation] = collections.deque()
 
         def fitted() -> Iterator[tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]]:
-            for image, rng in zip(images, ranges, strict=False):
+            for image, rng, spacing in zip(images, ranges, spacings, strict=False):
                 if adapt is None:
                     data = self.prepare_image(image, channel_axis)
                     shapes.append(tuple(data.shape[1:]))
                 else:
+                    options = adapt
+                    if spacing is not None:
+                        options = dataclasses.replace(adapt, voxel_size=tuple(spacing))
                     data, rng, adaptation = self.adapt_image(
-                        image, adapt, channel_axis=channel_axis, intensity_range=rng
+                        image, options, channel_axis=channel_axis, intensity_range=rng
                     )
                     shapes.append(adaptation.input_shape)
                     adapted.append(adaptation)
@@ -304,7 +335,7 @@ class SegmentationModel:
                 self.network,
                 (image for image, _ in first),
                 mode=self.config.mode,
-                size_multiple=self.config.size_multiple,
+                size_multiple=self.config.size_multiples,
                 stats=(st for _, st in second),
                 tile_shape=tile_shape,
                 batch_size=batch_size,
@@ -330,15 +361,19 @@ class SegmentationModel:
         params: PostprocessConfig | None = None,
         *,
         diameter: float | None = None,
+        voxel_size: tuple[float, ...] | None = None,
+        zoom: float | tuple[float, ...] | None = None,
     ) -> np.ndarray:
         """Instance labels from cached outputs (re-run cheaply when thresholds change).
 
-        ``diameter`` is the one the outputs were predicted with: sizes in the thresholds
-        (minimum size, smoothing) are in the network's pixels and are scaled to the image's.
+        ``diameter`` and ``voxel_size`` are those the outputs were predicted with (or
+        ``zoom``, the zoom the image got, as :meth:`image_zoom` gives it): sizes in the
+        thresholds (minimum size, smoothing) are in the network's pixels and are scaled to
+        the image's.
         """
-        params = scale_postprocess(
-            params or self.postprocess, self.zoom_for(diameter), self.config.ndim
-        )
+        if zoom is None:
+            zoom = self.image_zoom(diameter, voxel_size)
+        params = scale_postprocess(params or self.postprocess, zoom, self.config.ndim)
         return instances_from_outputs(outputs, self.config.mode, params)
 
     def segment(
@@ -348,7 +383,11 @@ class SegmentationModel:
         outputs = self.predict_outputs(image, adapt=adapt, **kwargs)
         if outputs is None:  # a should_stop among kwargs ended prediction early
             raise RuntimeError("prediction was stopped before the image was segmented")
-        return self.instances(outputs, diameter=adapt.diameter if adapt else None)
+        return self.instances(
+            outputs,
+            diameter=adapt.diameter if adapt else None,
+            voxel_size=adapt.voxel_size if adapt else None,
+        )
 
     def segment_many(
         self, images: Iterable[np.ndarray], *, workers: int | None = None, **kwargs: Any
@@ -363,11 +402,21 @@ class SegmentationModel:
         """
         workers = workers or os.cpu_count() or 1
         pending: collections.deque = collections.deque()
+        # Each image's fitting is announced before its outputs: thresholds follow its zoom.
+        fitted: collections.deque[Adaptation] = collections.deque()
+        announce = kwargs.pop("on_adapted", None)
+
+        def on_adapted(adaptation: Adaptation) -> None:
+            fitted.append(adaptation)
+            if announce is not None:
+                announce(adaptation)
+
+        ndim = self.config.ndim
         with ThreadPoolExecutor(workers) as pool:
-            adapt = kwargs.get("adapt", AUTO_FIT)
-            diameter = adapt.diameter if adapt is not None else None
-            for outputs in self.predict_outputs_many(images, **kwargs):
-                future = pool.submit(self.instances, outputs, diameter=diameter)
+            for outputs in self.predict_outputs_many(images, on_adapted=on_adapted, **kwargs):
+                a = fitted.popleft() if fitted else None
+                zoom = combined_zoom(a.zoom, a.voxel_zoom, ndim) if a is not None else 1.0
+                future = pool.submit(self.instances, outputs, zoom=zoom)
                 pending.append((outputs, future))
                 if len(pending) >= 2 * workers:
                     outputs, future = pending.popleft()

@@ -35,12 +35,20 @@ class Region:
     vertices : ndarray, shape (N, spatial_ndim)
         Polygon corners in pixel coordinates of the spatial axes (pixel centres lie at
         integers, as in napari). A pixel is annotated when its centre lies inside the
-        polygon. For 3D images, the axis-aligned box around the vertices is used.
+        polygon. For 3D images (z, y, x), a region is a prism: the polygon in y/x of
+        vertices drawn on one slice (the y/x box around them if they are not all on one
+        slice, or are fewer than 3), over the slices ``slices`` or else over the z extent
+        of the vertices (one slice for a shape drawn on one slice).
+    slices : tuple of int, optional
+        3D only: the first and last slice (z index, inclusive) that the region covers;
+        ``None`` for the z extent of the vertices. The vertices then stay on the slice the
+        region was drawn on.
     """
 
     role: str
     frame: tuple[int, ...]
     vertices: np.ndarray
+    slices: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -51,6 +59,20 @@ class Region:
             raise InputError(
                 f"region vertices must be an (N, ndim) array, got shape {self.vertices.shape}"
             )
+        if self.slices is not None:
+            self.slices = _check_slices(self.slices, self.vertices.shape[1])
+
+    @property
+    def z_range(self) -> tuple[int, int] | None:
+        """3D only: first and last slice covered (inclusive, before clipping to the
+        image); ``None`` for a 2D region or one that covers no slice centre."""
+        if self.vertices.shape[1] != 3:
+            return None
+        if self.slices is not None:
+            return self.slices
+        z = self.vertices[:, 0]
+        first, last = int(np.ceil(z.min())), int(np.floor(z.max()))
+        return (first, last) if first <= last else None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Region):
@@ -59,7 +81,25 @@ class Region:
             self.role == other.role
             and self.frame == other.frame
             and np.array_equal(self.vertices, other.vertices)
+            and self.slices == other.slices
         )
+
+
+def _check_slices(slices: Sequence[int], ndim: int) -> tuple[int, int]:
+    try:
+        first, last = (int(i) for i in slices)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"region slices must be two slice numbers (first, last), got {slices!r}"
+        ) from None
+    if ndim != 3:
+        raise InputError(f"only 3D regions span slices; this region has {ndim} coordinates")
+    if first < 0 or first > last:
+        raise InputError(
+            f"region slices {first} to {last}: the first slice must be at least 0 and not "
+            "after the last one"
+        )
+    return first, last
 
 
 def pairs_from_regions(
@@ -163,21 +203,31 @@ def region_geometry(
     if ndim == 2 and len(vertices) < 3:
         raise InputError(f"{name}: a 2D region needs at least 3 corners, got {len(vertices)}")
     # Pixels whose centres (integer coordinates) lie within [min, max].
-    start = np.maximum(np.ceil(vertices.min(0)).astype(int), 0)
-    stop = np.minimum(np.floor(vertices.max(0)).astype(int) + 1, spatial_shape)
+    low, high = np.ceil(vertices.min(0)).astype(int), np.floor(vertices.max(0)).astype(int)
+    if ndim == 3 and region.slices is not None:
+        low[0], high[0] = region.slices
+    start = np.maximum(low, 0)
+    stop = np.minimum(high + 1, spatial_shape)
     if np.any(stop <= start):
         lo, hi = vertices.min(0).round(1).tolist(), vertices.max(0).round(1).tolist()
+        span = "" if region.slices is None else f" over slices {region.slices}"
         raise InputError(
-            f"{name}: lies outside the image or covers no pixel (it spans {lo} to {hi}; the "
-            f"image is {spatial_shape}). Delete it or redraw it over the image."
+            f"{name}: lies outside the image or covers no pixel (it spans {lo} to {hi}"
+            f"{span}; the image is {spatial_shape}). Delete it or redraw it over the image."
         )
     box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
-    if ndim != 2:
-        return box, None
-    mask = polygon2mask(tuple((stop - start).tolist()), vertices - start)
+    flat = ndim == 2 or (len(vertices) >= 3 and np.ptp(vertices[:, 0]) < 1e-6)
+    if not flat:
+        return box, None  # 3D vertices off one slice: the box around them
+    yx = vertices[:, -2:]
+    mask = polygon2mask(tuple((stop - start)[-2:].tolist()), yx - start[-2:])
     if not mask.any():
         raise InputError(f"{name}: the polygon covers no pixel centre. Redraw it larger.")
-    return box, None if mask.all() else mask
+    if mask.all():
+        return box, None
+    if ndim == 3:  # the same polygon on each of the region's slices
+        mask = np.repeat(mask[None], stop[0] - start[0], axis=0)
+    return box, mask
 
 
 def role_mask(

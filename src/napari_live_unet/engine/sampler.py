@@ -29,7 +29,7 @@ class _Prepared:
             if pair.intensity_range is None
             else apply_normalization(pair.image, *pair.intensity_range)
         )
-        targets = make_targets(pair.labels, mode)
+        targets = make_targets(pair.labels, mode, pair.voxel_size)
         mask = (
             np.ones(pair.spatial_shape, np.float32)
             if pair.annotated is None

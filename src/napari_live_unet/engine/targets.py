@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 
 import numpy as np
@@ -22,11 +23,13 @@ def boundary_classes(labels: np.ndarray) -> np.ndarray:
     return classes
 
 
-def normalized_distance(labels: np.ndarray) -> np.ndarray:
+def normalized_distance(labels: np.ndarray, sampling: Sequence[float] | None = None) -> np.ndarray:
     """Distance of each object pixel to its object's boundary, scaled to 1 at its centre.
 
     Every object is treated on its own, so touching objects get separate peaks and a small
-    object counts as much as a large one. Background is 0.
+    object counts as much as a large one. Background is 0. ``sampling`` is the voxel size
+    per axis: distances are then physical, so a nucleus in a volume with 3x coarser z steps
+    still peaks at its centre rather than along a flat disc.
     """
     out = np.zeros(labels.shape, np.float32)
     for index, box in enumerate(ndi.find_objects(labels), start=1):
@@ -36,7 +39,7 @@ def normalized_distance(labels: np.ndarray) -> np.ndarray:
         obj = labels[padded] == index
         # Pad so objects touching the image edge still fall to 0 outside the image.
         # scipy's inferred return type allows None (it returns distances unless told not to).
-        edt = cast(np.ndarray, ndi.distance_transform_edt(np.pad(obj, 1)))
+        edt = cast(np.ndarray, ndi.distance_transform_edt(np.pad(obj, 1), sampling=sampling))
         dist = edt[(slice(1, -1),) * obj.ndim]
         peak = dist.max()
         if peak > 0:
@@ -45,14 +48,17 @@ def normalized_distance(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def make_targets(labels: np.ndarray, mode: str) -> np.ndarray:
+def make_targets(
+    labels: np.ndarray, mode: str, sampling: Sequence[float] | None = None
+) -> np.ndarray:
     """Targets for one label image, shape (T, *spatial) float32.
 
     ``boundary`` mode gives one channel of class indices; ``distance`` mode gives
-    foreground (0/1) and the normalised distance.
+    foreground (0/1) and the normalised distance (in physical units when ``sampling``, the
+    voxel size, is given).
     """
     if mode == "boundary":
         return boundary_classes(labels)[None].astype(np.float32)
     if mode == "distance":
-        return np.stack([(labels > 0).astype(np.float32), normalized_distance(labels)])
+        return np.stack([(labels > 0).astype(np.float32), normalized_distance(labels, sampling)])
     raise ValueError(f"unknown mode {mode!r}")

@@ -140,6 +140,9 @@ def train(
         count_parameters(run.network),
         run.config.epochs,
         run.config.time_budget,
+        patch_shape=run.patch_shape,
+        batch_size=run.batch_size,
+        pooling=run.model.config.level_pooling,
     )
     yield Notice(f"Training images: {fitted.describe()}")
     start_model = copy.deepcopy(run.model) if initial_model is not None else None

@@ -26,6 +26,7 @@ from .image_adapter import (
     polarity_from_annotations,
     resize,
     to_model_channels,
+    voxel_zoom,
     zoom_for,
     zoomed_shape,
 )
@@ -39,6 +40,7 @@ def fit_training_data(
     options: AdaptOptions,
     *,
     fine_tuning: bool,
+    voxel_size: tuple[float, ...] | None = None,
 ) -> tuple[list[TrainingPair], list[TrainingPair], InputSpec, Adaptation]:
     """Fit training and validation pairs to a model; returns them, the new spec and a record.
 
@@ -57,12 +59,27 @@ def fit_training_data(
     fine_tuning : bool
         True when training starts from a trained model: images are then inverted and zoomed
         to what that model knows. A new model learns the data as it is.
+    voxel_size : tuple of float, optional
+        The model's voxel size. Pairs of another voxel size (theirs, or
+        ``options.voxel_size`` when given) are resampled to it first, labels with nearest
+        neighbour.
 
     When ``options.all_channels`` asks a one-channel model to read every channel of
     multi-channel images, the pairs keep their channels; the caller widens the network
     (``adaptation.notes`` says so).
     """
-    pairs, val_pairs = list(pairs), list(val_pairs)
+    resampled: list[tuple[float, ...]] = []
+
+    def to_voxel_size(pair: TrainingPair) -> TrainingPair:
+        own = options.voxel_size or pair.voxel_size
+        axis_zoom = voxel_zoom(own, voxel_size)
+        if axis_zoom is None:
+            return pair
+        resampled.append(axis_zoom)
+        shape = zoomed_shape(pair.spatial_shape, axis_zoom)
+        return _resampled(pair, shape, voxel_size)
+
+    pairs, val_pairs = [to_voxel_size(p) for p in pairs], [to_voxel_size(p) for p in val_pairs]
     n_channels = pairs[0].image.shape[0] if pairs else model_channels
     if options.all_channels and model_channels == 1 and n_channels > 1:
         model_channels = n_channels
@@ -103,20 +120,10 @@ def fit_training_data(
         image, intensity_range = pair.image, pair.intensity_range
         if inverted:
             image, intensity_range = invert(image), invert_range(intensity_range)
-        labels, annotated = pair.labels, pair.annotated
+        pair = dataclasses.replace(pair, image=image, intensity_range=intensity_range)
         if zoom != 1.0:
-            shape = zoomed_shape(pair.spatial_shape, zoom)
-            image = resize(image, shape)
-            labels = resize(labels[np.newaxis], shape, nearest=True)[0]
-            if annotated is not None:
-                annotated = resize(annotated[np.newaxis], shape, nearest=True)[0]
-        return dataclasses.replace(
-            pair,
-            image=image,
-            labels=labels,
-            annotated=annotated,
-            intensity_range=intensity_range,
-        )
+            pair = _resampled(pair, zoomed_shape(pair.spatial_shape, zoom), pair.voxel_size)
+        return pair
 
     pairs, val_pairs = [fit(p) for p in pairs], [fit(p) for p in val_pairs]
     if image_diameter is None:
@@ -142,9 +149,27 @@ def fit_training_data(
     )
     if model_channels != 1 and options.all_channels:
         adaptation.channel_note = f"all {model_channels} channels"
+    if resampled:
+        adaptation.voxel_zoom = resampled[0]
     if image_diameter is not None:
         adaptation.notes.append(f"objects about {image_diameter:.0f} px across")
     return pairs, val_pairs, new_spec, adaptation
+
+
+def _resampled(
+    pair: TrainingPair, shape: tuple[int, ...], voxel_size: tuple[float, ...] | None
+) -> TrainingPair:
+    """``pair`` resized to ``shape`` (labels and mask with nearest neighbour)."""
+    annotated = pair.annotated
+    if annotated is not None:
+        annotated = resize(annotated[np.newaxis], shape, nearest=True)[0]
+    return dataclasses.replace(
+        pair,
+        image=resize(pair.image, shape),
+        labels=resize(pair.labels[np.newaxis], shape, nearest=True)[0],
+        annotated=annotated,
+        voxel_size=voxel_size,
+    )
 
 
 def _channels(pair: TrainingPair, model_channels: int, channel: int | None):

@@ -16,7 +16,14 @@ from enum import Enum
 
 import torch
 
-from .config import ModelConfig, NormalizationConfig, PostprocessConfig, TrainConfig
+from .config import (
+    ModelConfig,
+    NormalizationConfig,
+    PostprocessConfig,
+    TrainConfig,
+    anisotropic_layout,
+    check_voxel_size,
+)
 from .data import TrainingPair, split_validation
 from .device import autocast, autocast_dtype, resolve_device
 from .errors import InputError
@@ -25,6 +32,7 @@ from .losses import boundary_class_weights, segmentation_loss
 from .memory_estimate import VALIDATION_CHUNK, check_training_memory
 from .model import SegmentationModel
 from .sampler import PatchSampler
+from .sizes import training_patch_shape
 from .training_input import fit_training_data
 from .unet import memory_format, widen_input
 
@@ -60,6 +68,7 @@ class TrainingRun:
     class_weights: torch.Tensor | None
     generator: torch.Generator
     batch_size: int
+    patch_shape: tuple[int, ...] = ()
     start_time: float = field(default_factory=time.perf_counter)
     step: int = 0
     epoch: int = 0
@@ -117,7 +126,11 @@ def set_up(
         if initial_model is not None
         else _new_config(pairs, model_config, adapt)
     )
-    patch = _patch_shape(config, planned.ndim, planned.size_multiple)
+    # Sizes from the data: a patch no larger than the largest image (issue 12, item 1).
+    given = [p.spatial_shape for p in [*pairs, *(val_pairs or [])]]
+    patch = training_patch_shape(
+        config.patch_size, config.patch_size_z, planned.ndim, planned.size_multiples, given
+    )
     check_training_memory(planned, config, device, patch=patch)
     if config.seed is not None:
         torch.manual_seed(config.seed)
@@ -133,8 +146,24 @@ def set_up(
                 f"{p.name}: {p.labels.ndim}D labels, but the model segments {ndim}D images"
             )
     pairs, val_pairs, model.input, fitted = fit_training_data(
-        pairs, val_pairs, model.input, model.config.in_channels, adapt, fine_tuning=fine_tuning
+        pairs,
+        val_pairs,
+        model.input,
+        model.config.in_channels,
+        adapt,
+        fine_tuning=fine_tuning,
+        voxel_size=model.config.voxel_size,
     )
+    # Fitting may zoom or resample the images: the patch follows their new sizes, capped
+    # at the one whose memory was checked.
+    fitted_patch = training_patch_shape(
+        config.patch_size,
+        config.patch_size_z,
+        ndim,
+        model.config.size_multiples,
+        [p.spatial_shape for p in [*pairs, *val_pairs]],
+    )
+    patch = tuple(min(a, b) for a, b in zip(patch, fitted_patch, strict=True))
     if pairs and pairs[0].image.shape[0] != model.config.in_channels:  # all_channels
         n = pairs[0].image.shape[0]
         weights = torch.from_numpy(channel_weights(n, is_rgb=n in (3, 4)))
@@ -169,6 +198,7 @@ def set_up(
         class_weights=_class_weights(sampler, device) if mode == "boundary" else None,
         generator=torch.Generator().manual_seed(config.seed if config.seed is not None else 0),
         batch_size=config.batch_size,
+        patch_shape=patch,
     )
     return run, fitted
 
@@ -191,20 +221,29 @@ def _initial_model(pairs, model_config, initial_model, device, adapt) -> Segment
 
 
 def _new_config(pairs, model_config: ModelConfig | None, adapt: AdaptOptions) -> ModelConfig:
-    """The architecture of a model trained from scratch on ``pairs``."""
+    """The architecture of a model trained from scratch on ``pairs``.
+
+    It records the data's voxel size (the user's, else the first image's); for anisotropic
+    volumes its first levels are flat (see :func:`anisotropic_layout`) unless
+    ``model_config`` sets its own pooling.
+    """
     channels = 1 if adapt.channel is not None else pairs[0].image.shape[0]
     model_config = model_config or ModelConfig(ndim=pairs[0].labels.ndim, in_channels=channels)
     if adapt.channel is not None and model_config.in_channels != 1:
         model_config = dataclasses.replace(model_config, in_channels=1)
-    return model_config
-
-
-def _patch_shape(config: TrainConfig, ndim: int, multiple: int) -> tuple[int, ...]:
-    size = max(multiple, config.patch_size // multiple * multiple)
-    if ndim == 2:
-        return (size, size)
-    z = max(multiple, config.patch_size_z // multiple * multiple)
-    return (z, size, size)
+    voxel_size = adapt.voxel_size or pairs[0].voxel_size
+    if voxel_size is None or model_config.voxel_size is not None:
+        return model_config
+    try:
+        voxel_size = check_voxel_size(voxel_size, model_config.ndim)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    layout: dict = {}
+    if model_config.pooling is None and model_config.kernels is None:
+        pooling, kernels = anisotropic_layout(voxel_size, model_config.depth)
+        if any(1 in level for level in pooling):
+            layout = {"pooling": pooling, "kernels": kernels}
+    return dataclasses.replace(model_config, voxel_size=voxel_size, **layout)
 
 
 def _class_weights(sampler: PatchSampler, device: torch.device) -> torch.Tensor:

@@ -66,17 +66,6 @@ def add_regions_layer(viewer: Any, image: Image, role: str, regions=()) -> Shape
     return shapes
 
 
-def set_role(shapes: Shapes, role: str) -> None:
-    """New shapes get ``role``; so do the selected ones (select regions to change them)."""
-    selected = sorted(shapes.selected_data)
-    if selected:
-        features = shapes.features.copy()
-        features.loc[selected, "role"] = role
-        shapes.features = features
-        shapes.refresh_colors(update_color_mapping=False)
-    shapes.feature_defaults = {"role": role}  # last: listeners see the selection updated
-
-
 def annotated_item(
     image: Image, labels: Labels, shapes: Shapes | None, spatial_ndim: int
 ) -> AnnotatedImage:

@@ -141,7 +141,8 @@ class PredictionResult:
     outputs: list[np.ndarray] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
     caches: list[dict | None] = field(default_factory=list)
-    zoom: float = 1.0  # the zoom the image got before the network (thresholds scale by it)
+    # The zoom the image got before the network, one or per axis (thresholds scale by it).
+    zoom: float | tuple[float, ...] = 1.0
     ndim: int = 2
     adaptations: list[str] = field(default_factory=list)  # distinct descriptions, in order
 
@@ -233,8 +234,8 @@ def prediction_job(
     """
     keep_caches = plan.n_frames * int(np.prod(plan.spatial)) <= CACHE_MAX_PIXELS
     read = 0
-    diameter = adapt.diameter if adapt is not None else None
-    scaled = scale_postprocess(params, model.zoom_for(diameter), model.config.ndim)
+    zoom = model.image_zoom(adapt.diameter, adapt.voxel_size) if adapt is not None else 1.0
+    scaled = scale_postprocess(params, zoom, model.config.ndim)
 
     def frames() -> Iterator[np.ndarray]:
         nonlocal read

@@ -6,13 +6,20 @@ worker by :class:`~.visible_crop.VisibleCrop`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels
 
 from .layer_pairs import LIVE_PREVIEW_SUFFIX, spatial_shape
-from .visible_crop import PreviewWindow, visible_window
+from .visible_crop import (
+    MAX_PREVIEW_VOXELS,
+    MIN_CONTEXT,
+    PreviewWindow,
+    visible_window,
+    volume_window,
+)
 
 
 def preview_layer(viewer: Any, image: Image) -> Labels:
@@ -32,9 +39,17 @@ def preview_layer(viewer: Any, image: Image) -> Labels:
         scale=image.scale,
         opacity=0.6,
     )
-    layer.contour = 1
+    fit_contour(layer, viewer.dims.ndisplay)
     viewer.layers.selection.active = active if active is not None else image
     return layer
+
+
+def fit_contour(layer: Labels, ndisplay: int) -> None:
+    """Outline the preview's objects in a 2D view; fill them in a 3D view, where napari
+    draws no contours and warns on every redraw of a layer that asks for them."""
+    contour = 1 if ndisplay == 2 else 0
+    if layer.contour != contour:
+        layer.contour = contour
 
 
 def show_preview(viewer: Any, image: Image, labels: np.ndarray, window: PreviewWindow) -> None:
@@ -48,6 +63,7 @@ def show_preview(viewer: Any, image: Image, labels: np.ndarray, window: PreviewW
     nothing.
     """
     layer = preview_layer(viewer, image)
+    fit_contour(layer, viewer.dims.ndisplay)
     offset = [*window.frame, *window.start]
     translate = [t + o * s for t, o, s in zip(image.translate, offset, image.scale, strict=False)]
     if not np.allclose(layer.translate, translate):  # each change redraws the layer
@@ -62,9 +78,48 @@ def show_preview(viewer: Any, image: Image, labels: np.ndarray, window: PreviewW
         layer.refresh(extent=False)
 
 
-def visible_window_of(viewer: Any, image: Image, spatial_ndim: int, max_size: int) -> PreviewWindow:
-    """The crop of ``image`` the canvas shows now (see :func:`visible_window`)."""
+def visible_window_of(
+    viewer: Any,
+    image: Image,
+    spatial_ndim: int,
+    max_size: int,
+    context: int | Sequence[int] = MIN_CONTEXT,
+    max_voxels: int = MAX_PREVIEW_VOXELS,
+) -> PreviewWindow:
+    """The crop of ``image`` to preview for what the canvas shows now.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer showing ``image``.
+    image : Image
+        The image being previewed.
+    spatial_ndim : int
+        Spatial axes of the model (2 or 3).
+    max_size : int
+        Largest crop edge along a displayed axis.
+    context : int or sequence of int
+        Slices on each side of the shown one along a spatial axis that is not displayed
+        (see :func:`~.visible_crop.preview_context`).
+    max_voxels : int
+        Largest crop size in voxels.
+
+    Returns
+    -------
+    PreviewWindow
+        In a 2D view the field of view (see :func:`~.visible_crop.visible_window`): the
+        shown slice of a volume with ``context`` slices each side for a 3D model. In a 3D
+        view a bounded sub-volume around the camera's centre (see
+        :func:`~.visible_crop.volume_window`).
+    """
     shape = spatial_shape(image)
-    displayed = tuple(d for d in viewer.dims.displayed if d < len(shape))
-    point = image.world_to_data(viewer.dims.point[-len(shape) :])
-    return visible_window(image.corner_pixels, point, shape, spatial_ndim, displayed, max_size)
+    offset = viewer.dims.ndim - len(shape)  # world axes before the layer's first axis
+    displayed = tuple(d - offset for d in viewer.dims.displayed if d >= offset)
+    world = np.asarray(viewer.dims.point, dtype=float)
+    point = np.asarray(image.world_to_data(world[offset:]), dtype=float)
+    args = (point, shape, spatial_ndim, displayed, max_size, context, max_voxels)
+    if viewer.dims.ndisplay == 3:
+        world[list(viewer.dims.displayed)] = viewer.camera.center[-len(viewer.dims.displayed) :]
+        centre = np.asarray(image.world_to_data(world[offset:]), dtype=float)
+        return volume_window(centre, *args)
+    return visible_window(image.corner_pixels, *args)

@@ -23,6 +23,9 @@ Box = tuple[slice, ...]
 
 _ROLE_NAMES = {"train": "train", "training": "train", "val": "val", "validation": "val"}
 _ELLIPSE_POINTS = 64
+DEPTH_FEATURES = ("slices_before", "slices_after")
+"""Shapes features of a 3D region: how many slices it covers before (lower z) and after
+the slice it was drawn on, in the image's pixels; 0 (or no such feature) for one slice."""
 
 
 def vertices_in(shapes_layer: Shapes, vertices: np.ndarray, target: Layer) -> np.ndarray:
@@ -40,7 +43,8 @@ def regions_from_shapes(
     ----------
     shapes_layer : napari.layers.Shapes
         Rectangles, polygons or ellipses; the ``role`` feature (``"train"`` or ``"val"``)
-        says what each marks, ``"train"`` where there is no such feature.
+        says what each marks, ``"train"`` where there is no such feature. In 3D, the
+        :data:`DEPTH_FEATURES` extend a shape over the slices before and after its own.
     spatial_ndim : int
         2 or 3: the trailing spatial axes; leading coordinates give the region's frame.
     image_layer : napari.layers.Image, optional
@@ -63,9 +67,10 @@ def regions_from_shapes(
         if "role" in shapes_layer.features
         else ["train"] * len(shapes_layer.data)
     )
+    depths = shape_depths(shapes_layer)
     regions = []
-    for i, (vertices, kind, role) in enumerate(
-        zip(shapes_layer.data, shapes_layer.shape_type, roles, strict=True), start=1
+    for i, (vertices, kind, role, depth) in enumerate(
+        zip(shapes_layer.data, shapes_layer.shape_type, roles, depths, strict=True), start=1
     ):
         where = f"{shapes_layer.name}: shape {i}"
         if role not in _ROLE_NAMES:
@@ -88,10 +93,29 @@ def regions_from_shapes(
         if len(np.unique(frames, axis=0)) > 1:
             raise InputError(f"{where} spans several frames; draw each region in one frame")
         spatial = vertices[:, n_lead:]
+        slices = None
         if kind == "ellipse" and spatial_ndim == 2:
             spatial = _ellipse_polygon(spatial)
-        regions.append(Region(_ROLE_NAMES[role], tuple(frames[0].tolist()), spatial))
+        elif spatial_ndim == 3 and np.ptp(spatial[:, 0]) < 1e-6:  # drawn on one slice
+            z = spatial[0, 0]
+            if kind == "ellipse":
+                spatial = np.column_stack(
+                    [np.full(_ELLIPSE_POINTS, z), _ellipse_polygon(spatial[:, 1:])]
+                )
+            if any(depth):
+                slices = (max(round(z) - depth[0], 0), round(z) + depth[1])
+        regions.append(Region(_ROLE_NAMES[role], tuple(frames[0].tolist()), spatial, slices))
     return regions
+
+
+def shape_depths(shapes_layer: Shapes) -> list[tuple[int, int]]:
+    """Slices before and after its own that each shape covers (see :data:`DEPTH_FEATURES`);
+    (0, 0) for every shape of a layer without these features."""
+    features = shapes_layer.features
+    if not all(name in features for name in DEPTH_FEATURES):
+        return [(0, 0)] * len(shapes_layer.data)
+    columns = (features[name].fillna(0).astype(int).clip(lower=0) for name in DEPTH_FEATURES)
+    return list(zip(*(c.tolist() for c in columns), strict=True))
 
 
 def box_from_points(points: np.ndarray, shape: Sequence[int]) -> Box | None:

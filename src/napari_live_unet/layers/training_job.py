@@ -8,6 +8,7 @@ training events.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from ..engine.regions import Region, pairs_from_regions
 from ..engine.train import PreviewHook, train
 from .layer_pairs import layer_image_data, spatial_shape
 from .shape_regions import regions_from_shapes
+from .voxel_size import layer_voxel_size
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels, Shapes
@@ -95,6 +97,7 @@ class LayerSource:
     spatial_ndim: int
     channel_axis: int | None
     layer_names: tuple[str, ...]
+    voxel_size: tuple[float, ...] | None = None  # from the image layer's scale
 
 
 def build_pairs(
@@ -106,6 +109,9 @@ def build_pairs(
         t, v = pairs_from_regions(
             s.name, s.image, s.labels, s.regions, s.spatial_ndim, channel_axis=s.channel_axis
         )
+        if s.voxel_size is not None:
+            t = [dataclasses.replace(p, voxel_size=s.voxel_size) for p in t]
+            v = [dataclasses.replace(p, voxel_size=s.voxel_size) for p in v]
         train += t
         val += v
     if folder:
@@ -160,6 +166,7 @@ def snapshot_pair(
         spatial_ndim=spatial_ndim,
         channel_axis=-1 if rgb else None,
         layer_names=tuple(x.name for x in (image, labels, regions) if x is not None),
+        voxel_size=layer_voxel_size(image, spatial_ndim),
     )
 
 

@@ -8,14 +8,24 @@ array the main thread handed over.
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..engine.config import ModelConfig
 from ..engine.normalize import channel_percentiles
 from ..engine.train import PreviewRequest
+
+MAX_PREVIEW_VOXELS = 2**19
+"""Largest 3D preview crop: a 3D U-net segments it in about half a second on a CPU."""
+
+MIN_CONTEXT = 4
+"""Fewest slices on each side of the shown one: a network that never pools z still
+convolves across it."""
 
 
 @dataclass(frozen=True)
@@ -35,10 +45,13 @@ class VisibleCrop:
     max_size : int
         Largest edge of a preview crop in pixels (the crop is centred in the view), so a
         preview costs a fraction of a second even on a CPU.
+    max_voxels : int
+        Largest number of voxels in a 3D crop (a slab or a sub-volume), for the same reason.
     """
 
-    def __init__(self, max_size: int = 384) -> None:
+    def __init__(self, max_size: int = 384, max_voxels: int = MAX_PREVIEW_VOXELS) -> None:
         self.max_size = max_size
+        self.max_voxels = max_voxels
         self._lock = threading.Lock()
         self._data: Any = None
         self._window: PreviewWindow | None = None
@@ -78,6 +91,31 @@ class VisibleCrop:
         return self._ranges[key]
 
 
+def preview_context(config: ModelConfig | None, spatial_ndim: int = 3) -> tuple[int, ...]:
+    """Slices on each side of the shown one that a preview of a 3D model takes in.
+
+    Parameters
+    ----------
+    config : ModelConfig or None
+        The architecture being trained; None: the default architecture.
+    spatial_ndim : int
+        Spatial axes of the model (used when ``config`` is None).
+
+    Returns
+    -------
+    tuple of int
+        Per spatial axis, the network's size multiple along it (its coarsest pooling:
+        ``config.size_multiples`` where the config has it, else ``2 ** depth``), and at
+        least :data:`MIN_CONTEXT`.
+    """
+    if config is None:
+        config = ModelConfig(ndim=spatial_ndim)
+    multiples = getattr(config, "size_multiples", None)
+    if multiples is None:
+        multiples = (2**config.depth,) * config.ndim
+    return tuple(max(MIN_CONTEXT, int(m)) for m in multiples)
+
+
 def visible_window(
     corner_pixels: np.ndarray,
     point: np.ndarray,
@@ -85,9 +123,16 @@ def visible_window(
     spatial_ndim: int,
     displayed: tuple[int, ...],
     max_size: int,
-    depth: int = 32,
+    context: int | Sequence[int] = MIN_CONTEXT,
+    max_voxels: int = MAX_PREVIEW_VOXELS,
 ) -> PreviewWindow:
-    """The crop to preview given a layer's visible corners and the current point.
+    """The crop to preview in a 2D view, given a layer's visible corners and the point.
+
+    Displayed spatial axes span the field of view, cut around its centre to ``max_size``.
+    A spatial axis that is not displayed (the z of a 3D model seen slice by slice) spans
+    the shown slice and ``context`` slices on each side, clipped to the image (a thin
+    volume is taken whole, never padded). When the crop has more than ``max_voxels``, the
+    displayed axes are cut further around the centre; the slab keeps its depth.
 
     Parameters
     ----------
@@ -100,25 +145,112 @@ def visible_window(
     spatial_ndim : int
         How many trailing axes the model treats as spatial (2 or 3).
     displayed : tuple of int
-        Axes shown on screen.
+        Layer axes shown on screen.
     max_size : int
-        Largest crop edge; a larger view is cropped around its centre.
-    depth : int
-        Extent along a spatial axis that is not displayed (a 3D model seen slice by slice).
+        Largest crop edge along a displayed axis.
+    context : int or sequence of int
+        Slices taken on each side of the current one along a spatial axis that is not
+        displayed; one value per spatial axis, or one for all (see :func:`preview_context`).
+    max_voxels : int
+        Largest crop size in voxels.
+
+    Returns
+    -------
+    PreviewWindow
+        The frame (leading axes at the current point) and the spatial box.
     """
+    ndim = len(shape)
+    view = {}
+    for axis in range(ndim - spatial_ndim, ndim):
+        if axis in displayed:
+            lo = int(np.clip(corner_pixels[0, axis], 0, shape[axis]))
+            hi = int(np.clip(corner_pixels[1, axis] + 1, lo + 1, shape[axis]))
+            view[axis] = ((lo + hi) // 2, min(hi - lo, max_size))
+    return _window(point, shape, spatial_ndim, view, context, max_voxels)
+
+
+def volume_window(
+    centre: np.ndarray,
+    point: np.ndarray,
+    shape: tuple[int, ...],
+    spatial_ndim: int,
+    displayed: tuple[int, ...],
+    max_size: int,
+    context: int | Sequence[int] = MIN_CONTEXT,
+    max_voxels: int = MAX_PREVIEW_VOXELS,
+) -> PreviewWindow:
+    """The crop to preview in a 3D view: a sub-volume around the camera's centre.
+
+    The whole view of a volume is often far more than a CPU segments between epochs, so
+    the displayed spatial axes are cut around ``centre`` to at most ``max_size`` each and
+    ``max_voxels`` in all (the smaller axes kept whole when they fit, the others cut
+    evenly); a spatial axis that is not displayed is treated as in :func:`visible_window`.
+
+    Parameters
+    ----------
+    centre : ndarray, shape (ndim,)
+        The camera's centre in the layer's data coordinates (non-displayed axes: the
+        current point).
+    point : ndarray, shape (ndim,)
+        The current viewer point in the layer's data coordinates.
+    shape, spatial_ndim, displayed, max_size, context, max_voxels
+        As for :func:`visible_window`.
+
+    Returns
+    -------
+    PreviewWindow
+        The frame (leading axes at the current point) and the spatial box.
+    """
+    ndim = len(shape)
+    view = {
+        axis: (round(float(centre[axis])), min(shape[axis], max_size))
+        for axis in range(ndim - spatial_ndim, ndim)
+        if axis in displayed
+    }
+    return _window(point, shape, spatial_ndim, view, context, max_voxels)
+
+
+def _window(
+    point: np.ndarray,
+    shape: tuple[int, ...],
+    spatial_ndim: int,
+    view: dict[int, tuple[int, int]],
+    context: int | Sequence[int],
+    max_voxels: int,
+) -> PreviewWindow:
+    """Place the crop: ``view`` maps displayed spatial axes to (centre, wanted extent);
+    the other spatial axes get the slab around the current point."""
     ndim = len(shape)
     lead = ndim - spatial_ndim
     frame = tuple(int(np.clip(round(float(point[a])), 0, shape[a] - 1)) for a in range(lead))
-    start, stop = [], []
-    for axis in range(lead, ndim):
-        size = shape[axis]
-        if axis in displayed:
-            lo = int(np.clip(corner_pixels[0, axis], 0, size))
-            hi = int(np.clip(corner_pixels[1, axis] + 1, lo + 1, size))
-            centre, extent = (lo + hi) // 2, min(hi - lo, max_size)
-        else:
-            centre, extent = round(float(point[axis])), min(depth, size)
+    halves = [context] * spatial_ndim if isinstance(context, int) else list(context)
+    # Aligned on the last axes: a 3-axis context for a 2D model gives its y and x.
+    halves = ([MIN_CONTEXT] * spatial_ndim + halves)[-spatial_ndim:]
+    start, stop = [0] * spatial_ndim, [0] * spatial_ndim
+    slab = 1
+    for i, axis in enumerate(range(lead, ndim)):
+        if axis not in view:
+            size = shape[axis]
+            at = int(np.clip(round(float(point[axis])), 0, size - 1))
+            start[i], stop[i] = max(0, at - halves[i]), min(size, at + halves[i] + 1)
+            slab *= stop[i] - start[i]
+    shown = sorted(view)
+    extents = _capped([view[a][1] for a in shown], max_voxels / slab)
+    for axis, extent in zip(shown, extents, strict=True):
+        size, centre = shape[axis], view[axis][0]
         a = int(np.clip(centre - extent // 2, 0, max(0, size - extent)))
-        start.append(a)
-        stop.append(min(size, a + extent))
+        start[axis - lead], stop[axis - lead] = a, min(size, a + extent)
     return PreviewWindow(frame, tuple(start), tuple(stop))
+
+
+def _capped(extents: list[int], budget: float) -> list[int]:
+    """``extents`` cut so their product is at most ``budget``: extents below the even
+    share are kept, the larger ones share what is left evenly (at least 1 each)."""
+    out = list(extents)
+    remaining = max(1.0, budget)
+    order = sorted(range(len(out)), key=lambda i: out[i])
+    for n, i in enumerate(order):
+        share = math.floor(remaining ** (1 / (len(order) - n)) + 1e-9)
+        out[i] = max(1, min(out[i], share))
+        remaining /= out[i]
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from qtpy.QtCore import QSize
+from qtpy.QtCore import QSize, Signal  # pyright: ignore[reportPrivateImportUsage]
 from qtpy.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem
 
 COLUMNS = ("#", "role", "frame", "size", "objects")
@@ -12,7 +12,12 @@ MIN_VISIBLE_ROWS = 5
 
 
 class RegionTable(QTableWidget):
-    """One row per region: number, role, frame, size and number of annotated objects."""
+    """One row per region: number, role, frame, size and number of annotated objects.
+
+    Clicking a row emits :attr:`row_selected` with its index (from 0).
+    """
+
+    row_selected = Signal(int)
 
     def __init__(self) -> None:
         super().__init__(0, len(COLUMNS))
@@ -22,6 +27,9 @@ class RegionTable(QTableWidget):
         vertical.setVisible(False)
         horizontal.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
+        self.cellClicked.connect(lambda row, _column: self.row_selected.emit(row))
 
     def minimumSizeHint(self) -> QSize:
         """Room for at least five regions without scrolling the table."""

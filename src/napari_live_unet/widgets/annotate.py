@@ -23,12 +23,10 @@ from ..engine.annotation_set import load_annotation_set, save_annotation_set
 from ..engine.errors import InputError
 from ..layers.annotation_layers import (
     ROLE_TITLES,
-    add_annotated_item,
     add_ground_truth,
     add_regions_layer,
     annotated_item,
     annotation_counts,
-    set_role,
 )
 from ..layers.jobs import one_shot
 from ..layers.layer_pairs import (
@@ -38,9 +36,11 @@ from ..layers.layer_pairs import (
     layer_choices,
     spatial_shape,
 )
+from ..layers.region_depth import add_item_with_depth, set_feature_defaults, set_role
 from ..layers.shape_regions import regions_from_shapes
 from ._region_table import RegionTable
 from .job_runner import JobEnd, JobRunner
+from .region_depth import RegionDepthControls
 from .scroll_layout import scroll_layout
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ class AnnotateWidget(QWidget):
             "Without regions, the whole image counts as annotated."
         )
         self._table = RegionTable()
+        self._depth = RegionDepthControls(napari_viewer)  # slices of 3D regions
         self._summary = QLabel()
         self._summary.setWordWrap(True)
         self._save_button = QPushButton("Save annotations…")
@@ -116,6 +117,7 @@ class AnnotateWidget(QWidget):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self._table)
+        layout.addWidget(self._depth)
         layout.addWidget(self._summary)
         layout.addLayout(files)
         layout.addWidget(self._status)
@@ -128,11 +130,12 @@ class AnnotateWidget(QWidget):
 
         self._gt_button.clicked.connect(self.new_ground_truth)
         self._regions_button.clicked.connect(self.show_regions)
-        self._save_button.clicked.connect(self._ask_save)
-        self._load_button.clicked.connect(self._ask_load)
+        self._save_button.clicked.connect(lambda: self._ask_folder(save=True))
+        self._load_button.clicked.connect(lambda: self._ask_folder(save=False))
         self._image_combo.changed.connect(self._image_changed)
         self._ndim_combo.changed.connect(self._schedule_refresh)
         self._role_combo.changed.connect(self._role_changed)
+        self._table.row_selected.connect(self._depth.select_region)
         self._image_changed()
 
     # ------------------------------------------------------------------ public accessors
@@ -268,6 +271,7 @@ class AnnotateWidget(QWidget):
         except InputError as exc:
             self._show_counts([], str(exc))
             return
+        self._depth.show_for(image, shapes, self.spatial_ndim, regions)
         # The worker reads the ground truth's array (not the layer); a stroke painted while
         # it counts is counted by the refresh that stroke schedules.
         data = None if labels is None else labels.data
@@ -309,6 +313,7 @@ class AnnotateWidget(QWidget):
     def _sync_role(self, *_) -> None:
         """Show the role of the selected regions (or the default) in the role combo."""
         shapes = self.regions_layer
+        self._depth.show_for(self.image_layer, shapes, self.spatial_ndim)
         if shapes is None:
             return
         roles = {shapes.features["role"].iloc[i] for i in shapes.selected_data}
@@ -316,7 +321,7 @@ class AnnotateWidget(QWidget):
         if role in ROLE_TITLES and role != self._role_combo.value:
             with self._role_combo.changed.blocked():
                 self._role_combo.value = role
-            shapes.feature_defaults = {"role": role}
+            set_feature_defaults(shapes, role=role)
 
     def _watch(self) -> None:
         """Listen to the current ground truth and regions layers only."""
@@ -367,7 +372,7 @@ class AnnotateWidget(QWidget):
             self.refresh()
 
     def _add_items(self, items, folder) -> None:
-        images = [add_annotated_item(self.viewer, item) for item in items]
+        images = [add_item_with_depth(self.viewer, item) for item in items]
         self._image_combo.reset_choices()
         if images:
             self._image_combo.value = images[0]
@@ -376,15 +381,11 @@ class AnnotateWidget(QWidget):
         self._watch()
         self.refresh()
 
-    def _ask_save(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Save annotations into folder")
+    def _ask_folder(self, save: bool) -> None:
+        title = "Save annotations into folder" if save else "Load annotations from folder"
+        folder = QFileDialog.getExistingDirectory(self, title)
         if folder:
-            self.save_to(folder)
-
-    def _ask_load(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Load annotations from folder")
-        if folder:
-            self.load_from(folder)
+            (self.save_to if save else self.load_from)(folder)
 
     def closeEvent(self, a0) -> None:  # Qt's name for the event
         self._files.shutdown()

@@ -3,6 +3,7 @@ and copy predictions into the ground truth for the next round of training."""
 
 from __future__ import annotations
 
+import dataclasses
 from enum import Enum
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from ..layers.prediction_layers import (
     show_labels,
     show_outputs,
 )
+from ..layers.voxel_size import layer_voxel_size
 from .copy_controls import CopyControls
 from .input_controls import InputControls
 from .job_runner import JobEnd, JobOutcome, JobRunner
@@ -211,12 +213,15 @@ class PredictWidget(QWidget):
         data = layer_image_data(layer)
         try:
             adapt = self.inputs.adapt_options()
+            voxel_size = layer_voxel_size(layer, model.config.ndim)
+            adapt = dataclasses.replace(adapt, voxel_size=voxel_size)
             plan = plan_frames(data.shape, layer.rgb, model.config, layer.name, adapt.channel)
+            zoom = model.image_zoom(adapt.diameter, voxel_size)
         except InputError as exc:
             self._say(str(exc), error=True)
             return False
         params = self.params(model.postprocess)
-        zoom, ndim = model.zoom_for(adapt.diameter), model.config.ndim
+        ndim = model.config.ndim
         self._pending = PredictionResult(
             layer.name, plan, model.config.mode, params, zoom=zoom, ndim=ndim
         )

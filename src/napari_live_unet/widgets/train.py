@@ -168,7 +168,7 @@ class TrainWidget(QWidget):
             sources, folder = self.data.snapshot()
             adapt = self.inputs.adapt_options()
             settings = TrainingSettings(
-                self.settings.train_config(),
+                self.settings.train_config(sources[0].spatial_ndim if sources else 2),
                 self.settings.architecture(),
                 self.settings.mode.currentText(),
                 self.settings.device.currentText(),
@@ -177,8 +177,12 @@ class TrainWidget(QWidget):
             show_error(f"Cannot start training: {exc}")
             return False
         self._sources = sources
+        ndim = sources[0].spatial_ndim if sources else 2
+        architecture = start.model.config if start.model is not None else None
         self.preview.start(
-            self._preview_image_for(sources), sources[0].spatial_ndim if sources else 2
+            self._preview_image_for(sources),
+            ndim,
+            architecture or settings.model_config(ndim, 1),
         )
         crop = self.preview.crop if self.preview.image is not None else None
         every = self.preview_every.value()
@@ -261,7 +265,7 @@ class TrainWidget(QWidget):
             self.status.setText(
                 (f"{self._start_note} " if self._start_note else "")
                 + f"Training on {event.n_train} image(s), {val}; {event.device}, "
-                f"{event.n_parameters:,} parameters"
+                f"{event.n_parameters:,} parameters; {event.describe_sizes()}"
             )
         elif isinstance(event, ev.StepEnd):
             self._show_progress(event.progress, event.elapsed, event.epoch, event.loss)
