@@ -207,10 +207,12 @@ def test_training_on_a_small_anisotropic_volume_sizes_everything_from_it():
     )
     started = next(e for e in events if isinstance(e, TrainingStarted))
     # never larger than the data padded to the per-axis multiple (z skips one pooling:
-    # multiples (4, 8, 8)), not 16x64x64 of padding
-    assert started.patch_shape == (8, 40, 48)
+    # multiples (4, 8, 8)), not 16x64x64 of padding; x is 32 once 16 columns of the one
+    # volume are held out for validation
+    assert started.n_val == 1
+    assert started.patch_shape == (8, 40, 32)
     assert started.pooling[0] == (1, 2, 2)
-    assert "patches 8x40x48" in started.describe_sizes()
+    assert "patches 8x40x32" in started.describe_sizes()
     model = events[-1].model
     assert model.config.voxel_size == (3.0, 1.0, 1.0)
     assert model.config.size_multiples == (4, 8, 8)
@@ -268,3 +270,27 @@ def test_flat_levels_run_as_2d_convolutions_with_the_same_result():
         x = torch.randn(2, 4, 5, 12, 14).contiguous(memory_format=layout)
         with torch.no_grad():
             torch.testing.assert_close(flat(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+def test_post_processing_smooths_by_physical_width_so_nuclei_stacked_in_z_stay_apart():
+    from napari_live_unet.engine.config import PostprocessConfig
+    from napari_live_unet.engine.postprocess import instances_from_outputs
+
+    # Two balls of 5 µm radius touching along z, sampled with 3 µm z steps (about 3 slices
+    # each): one slice of smoothing along z would blur 3 µm and merge their peaks.
+    zz, yy, xx = np.indices((16, 32, 32))
+    labels = np.zeros((16, 32, 32), np.int32)
+    for index, cz in enumerate((6.0, 9.0), start=1):
+        ball = ((zz - cz) * 3) ** 2 + (yy - 16) ** 2 + (xx - 16) ** 2 <= 25
+        labels[ball & (labels == 0)] = index
+    outputs = np.stack(
+        [(labels > 0).astype(np.float32), normalized_distance(labels, sampling=(3, 1, 1))]
+    )
+    params = PostprocessConfig(smoothing=1.0)
+    assert instances_from_outputs(outputs, "distance", params).max() == 1  # voxel units merge
+    split = instances_from_outputs(outputs, "distance", params, sampling=(3.0, 1.0, 1.0))
+    assert split.max() == 2
+    # and a model uses its voxel size when it post-processes
+    model = SegmentationModel.create(ModelConfig(ndim=3, base_channels=4, voxel_size=(3, 1, 1)))
+    model.postprocess = params
+    assert model.instances(outputs).max() == 2

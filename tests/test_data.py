@@ -122,6 +122,19 @@ def test_split_single_image_cuts_it():
     assert train[0].labels.shape[0] + val[0].labels.shape[0] == 128
 
 
+def test_a_small_single_volume_still_gets_a_validation_part():
+    # 12% of 128 rows is 15: too thin before, so a user's one small volume trained without
+    # validation (no checkpoint choice, no threshold tuning). At least 16 are held out.
+    labels = np.zeros((8, 128, 80), np.int32)
+    for i, y in enumerate(range(4, 124, 12), start=1):
+        labels[2:6, y : y + 6, 30:36] = i
+    pair = make_pair((labels > 0).astype(np.uint8) * 200, labels, voxel_size=(3, 1, 1))
+    train, val = split_validation([pair], 0.12)
+    assert len(val) == 1 and val[0].labels.shape == (8, 16, 80)
+    assert train[0].labels.shape == (8, 112, 80)
+    assert val[0].voxel_size == (3.0, 1.0, 1.0)
+
+
 def test_huge_label_ids_are_relabelled_not_a_memory_error():
     from napari_live_unet.engine.targets import make_targets
 

@@ -272,8 +272,10 @@ def split_validation(
 def _split_single(pair: TrainingPair, fraction: float) -> tuple[list[TrainingPair], list]:
     axis = int(np.argmax(pair.spatial_shape))
     size = pair.spatial_shape[axis]
-    cut = size - max(1, round(fraction * size))
-    if cut < 16 or size - cut < 16:
+    # At least 16 pixels for validation, so a small image (a 128-pixel-wide volume) still
+    # gets a validation set, which chooses the checkpoint and the thresholds.
+    cut = size - max(16, round(fraction * size))
+    if cut < 16:
         return [pair], []
 
     # Both parts are normalised like the whole image, as prediction will see it.

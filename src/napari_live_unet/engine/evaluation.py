@@ -39,6 +39,7 @@ class CachedValidation:
 
     def __init__(self, model: SegmentationModel, pairs: Sequence[TrainingPair]) -> None:
         self.mode = model.config.mode
+        self.sampling = model.config.voxel_size  # pairs are fitted to the model's voxels
         self.pairs = list(pairs)
         self.outputs = list(
             model.predict_outputs_many(
@@ -55,7 +56,9 @@ class CachedValidation:
         self, params: PostprocessConfig, thresholds: Sequence[float] = DEFAULT_THRESHOLDS
     ) -> list[MatchCounts]:
         def one(i: int) -> np.ndarray:
-            labels = instances_from_outputs(self.outputs[i], self.mode, params, self.caches[i])
+            labels = instances_from_outputs(
+                self.outputs[i], self.mode, params, self.caches[i], sampling=self.sampling
+            )
             return _masked(labels, self.pairs[i].annotated)
 
         # scikit-image releases the GIL for most of the post-processing.

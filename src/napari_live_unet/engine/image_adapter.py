@@ -154,6 +154,8 @@ class Adaptation:
     input_shape: tuple[int, ...] = ()
     voxel_zoom: tuple[float, ...] | None = None
     """Per-axis zoom that brought the image's voxel size to the model's (None: none)."""
+    voxel_size: tuple[float, ...] | None = None
+    """The image's voxel size, when known."""
 
     def describe(self) -> str:
         """One line for the user, e.g. ``RGB -> luminance; inverted (dark objects); zoom 0.50``."""

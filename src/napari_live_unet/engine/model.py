@@ -205,6 +205,7 @@ class SegmentationModel:
         check_finite(data, name)
         adaptation = Adaptation(zoom, inverted, channel_note, polarity, source, input_shape=shape)
         adaptation.voxel_zoom = axis_zoom
+        adaptation.voxel_size = options.voxel_size
         return data, intensity_range, adaptation
 
     def predict_outputs(
@@ -374,7 +375,8 @@ class SegmentationModel:
         if zoom is None:
             zoom = self.image_zoom(diameter, voxel_size)
         params = scale_postprocess(params or self.postprocess, zoom, self.config.ndim)
-        return instances_from_outputs(outputs, self.config.mode, params)
+        sampling = voxel_size or self.config.voxel_size  # the outputs' voxels
+        return instances_from_outputs(outputs, self.config.mode, params, sampling=sampling)
 
     def segment(
         self, image: np.ndarray, *, adapt: AdaptOptions | None = AUTO_FIT, **kwargs: Any
@@ -416,7 +418,8 @@ class SegmentationModel:
             for outputs in self.predict_outputs_many(images, on_adapted=on_adapted, **kwargs):
                 a = fitted.popleft() if fitted else None
                 zoom = combined_zoom(a.zoom, a.voxel_zoom, ndim) if a is not None else 1.0
-                future = pool.submit(self.instances, outputs, zoom=zoom)
+                voxel_size = a.voxel_size if a is not None else None
+                future = pool.submit(self.instances, outputs, zoom=zoom, voxel_size=voxel_size)
                 pending.append((outputs, future))
                 if len(pending) >= 2 * workers:
                     outputs, future = pending.popleft()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 
 import numpy as np
@@ -19,6 +20,8 @@ def instances_from_outputs(
     mode: str,
     params: PostprocessConfig | None = None,
     cache: dict | None = None,
+    *,
+    sampling: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Instance labels from the two activated output maps.
 
@@ -37,6 +40,12 @@ def instances_from_outputs(
         foreground's components, the smoothed distance, its h-maxima and the grown labels
         before the size filter. Changing only ``min_size`` then costs a relabelling, and
         other changes skip the steps they do not affect.
+    sampling : sequence of float, optional
+        Voxel size per axis of the outputs. The distance map is then smoothed by the same
+        physical width on every axis (``smoothing`` pixels along the finest axis): with z
+        steps three times the pixel size, one pixel of smoothing in z would blur three
+        pixels' worth and merge nuclei stacked in z (AP@0.5 0.50 instead of 0.71 on the
+        synthetic 3D benchmark).
 
     Returns
     -------
@@ -77,6 +86,7 @@ def instances_from_outputs(
             params.seed_threshold,
             params.smoothing,
             params.seed_prominence,
+            None if sampling is None else tuple(sampling),
         )
     cached = cache.get("grown")
     if cached is not None and cached[0] == grown_key:
@@ -93,19 +103,31 @@ def instances_from_outputs(
                 # Tiny seeds are noise that would split one object in two.
                 seeds = remove_small_labels(seeds, seed_min)
         else:
-            key = ("smoothed", params.smoothing)
+            sigma = _sigma(params.smoothing, sampling, aux.ndim)
+            key = ("smoothed", sigma)
             if key not in cache:
-                cache[key] = ndi.gaussian_filter(aux, params.smoothing) if params.smoothing else aux
+                cache[key] = ndi.gaussian_filter(aux, sigma) if params.smoothing else aux
             smooth = cache[key]
             elevation = -smooth
             above = smooth > params.seed_threshold
             high = above & foreground
             if params.seed_prominence > 0:
-                high &= _h_maxima(smooth, params.seed_prominence, above, params.smoothing, cache)
+                high &= _h_maxima(smooth, params.seed_prominence, above, sigma, cache)
             seeds, n_seeds = _label(high)
         labels = _grow(elevation, seeds, n_seeds, components, n_components)
         cache["grown"] = (grown_key, labels)
     return _drop_small_and_relabel(labels, params.min_size)
+
+
+def _sigma(
+    smoothing: float, sampling: Sequence[float] | None, ndim: int
+) -> float | tuple[float, ...]:
+    """Gaussian sigma per axis: ``smoothing`` along the finest axis, the same physical
+    width along the others."""
+    if sampling is None or len(sampling) != ndim or len(set(sampling)) == 1:
+        return smoothing
+    finest = min(sampling)
+    return tuple(smoothing * finest / s for s in sampling)
 
 
 def boundary_elevation(boundary: np.ndarray) -> np.ndarray:
@@ -227,7 +249,7 @@ def _tied_seed_fronts(
 
 
 def _h_maxima(
-    image: np.ndarray, h: float, needed: np.ndarray, smoothing: float, cache: dict
+    image: np.ndarray, h: float, needed: np.ndarray, smoothing: object, cache: dict
 ) -> np.ndarray:
     """``skimage.morphology.h_maxima(image, h)`` wherever ``needed`` is True (False where
     neither is; elsewhere unspecified).

@@ -143,6 +143,7 @@ class PredictionResult:
     caches: list[dict | None] = field(default_factory=list)
     # The zoom the image got before the network, one or per axis (thresholds scale by it).
     zoom: float | tuple[float, ...] = 1.0
+    sampling: tuple[float, ...] | None = None  # voxel size of the outputs, when known
     ndim: int = 2
     adaptations: list[str] = field(default_factory=list)  # distinct descriptions, in order
 
@@ -236,6 +237,7 @@ def prediction_job(
     read = 0
     zoom = model.image_zoom(adapt.diameter, adapt.voxel_size) if adapt is not None else 1.0
     scaled = scale_postprocess(params, zoom, model.config.ndim)
+    sampling = (adapt.voxel_size if adapt is not None else None) or model.config.voxel_size
 
     def frames() -> Iterator[np.ndarray]:
         nonlocal read
@@ -259,7 +261,9 @@ def prediction_job(
             yield InputFitted(item.describe())
         else:
             cache: dict | None = {} if keep_caches else None
-            labels = instances_from_outputs(item, model.config.mode, scaled, cache)
+            labels = instances_from_outputs(
+                item, model.config.mode, scaled, cache, sampling=sampling
+            )
             yield FramePredicted(next(indices), item, labels, cache)
             if stop.is_set():
                 return
@@ -275,5 +279,7 @@ def relabel_job(
         if stop.is_set():
             return
         cache = result.caches[i] if i < len(result.caches) else None
-        labels = instances_from_outputs(outputs, result.mode, result.instance_params(params), cache)
+        labels = instances_from_outputs(
+            outputs, result.mode, result.instance_params(params), cache, sampling=result.sampling
+        )
         yield FrameRelabelled(i, labels)

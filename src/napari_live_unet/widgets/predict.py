@@ -223,7 +223,13 @@ class PredictWidget(QWidget):
         params = self.params(model.postprocess)
         ndim = model.config.ndim
         self._pending = PredictionResult(
-            layer.name, plan, model.config.mode, params, zoom=zoom, ndim=ndim
+            layer.name,
+            plan,
+            model.config.mode,
+            params,
+            zoom=zoom,
+            ndim=ndim,
+            sampling=adapt.voxel_size or model.config.voxel_size,
         )
         self._image_layer = layer
         device = self.device_combo.currentText()
