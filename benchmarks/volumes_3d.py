@@ -116,7 +116,7 @@ def main() -> int:
     p.add_argument("--voxel-size", type=float, nargs=3, default=[3.0, 1.0, 1.0])
     p.add_argument("--n-train", type=int, default=4)
     p.add_argument("--n-test", type=int, default=2)
-    p.add_argument("--networks", nargs="+", default=["aniso", "iso"])
+    p.add_argument("--networks", nargs="*", default=["aniso", "iso"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path)
     args = p.parse_args()

@@ -294,3 +294,20 @@ def test_post_processing_smooths_by_physical_width_so_nuclei_stacked_in_z_stay_a
     model = SegmentationModel.create(ModelConfig(ndim=3, base_channels=4, voxel_size=(3, 1, 1)))
     model.postprocess = params
     assert model.instances(outputs).max() == 2
+
+
+def test_distance_errors_inside_objects_are_not_diluted_by_background():
+    # Sparse volumes (1% foreground) trained distance peaks too low to seed touching nuclei
+    # apart: the error inside objects must weigh the same however much background there is.
+    from napari_live_unet.engine.losses import segmentation_loss
+
+    def loss(size: int) -> float:
+        fg = torch.zeros(1, size, size)
+        fg[:, :10, :10] = 1.0
+        targets = torch.stack([fg, fg], dim=1)  # distance 1 inside the object
+        raw = torch.stack([(fg * 2 - 1) * 20, torch.zeros_like(fg)], dim=1)  # fg right
+        return float(segmentation_loss(raw, targets, torch.ones(1, 1, size, size), "distance"))
+
+    small, large = loss(20), loss(200)  # 25% and 0.25% foreground
+    assert large == pytest.approx(small, rel=0.05)
+    assert large > 4.0  # half of the weight 10 times the squared error of 1

@@ -54,3 +54,37 @@ def test_starting_points(tmp_path):
     for ndim, mode, why in ((3, "distance", "3D volumes"), (2, "boundary", "boundary mode")):
         model, note = starting_model(StartChoice("builtin", "nuclei"), ndim, mode)
         assert model is None and "from scratch" in note and why in note
+
+
+def test_training_from_the_viewer_leaves_a_core_to_it(tmp_path, monkeypatch):
+    # Every core training starves the GUI thread and the renderer (issue 11, item 18): the
+    # job trains on all cores but one, and gives them back when it ends.
+    import threading
+
+    import torch
+
+    from napari_live_unet.engine.config import TrainConfig
+    from napari_live_unet.layers import training_job as job
+
+    seen: list[int] = []
+
+    def fake_train(*_args, **_kwargs):
+        seen.append(torch.get_num_threads())
+        yield "event"
+
+    monkeypatch.setattr(job, "train", fake_train)
+    monkeypatch.setattr(job.os, "cpu_count", lambda: 4)
+    write_dataset(tmp_path, n_images=2)
+    settings = job.TrainingSettings(
+        TrainConfig(epochs=1), lambda ndim, ch: ModelConfig(ndim=ndim), "distance", "cpu"
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        events = list(
+            job.training_job([], str(tmp_path), settings, StartChoice("scratch"), threading.Event())
+        )
+        assert events == ["event"] and seen == [3]
+        assert torch.get_num_threads() == 4  # restored
+    finally:
+        torch.set_num_threads(before)

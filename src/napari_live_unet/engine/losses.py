@@ -55,13 +55,15 @@ def segmentation_loss(
     fg, dist = targets[:, 0], targets[:, 1]
     bce = F.binary_cross_entropy_with_logits(raw[:, 0], fg, reduction="none")
     mse = (raw[:, 1] - dist) ** 2
-    # Errors inside objects decide where seeds split; weight them up over background.
-    weight = m * (1.0 + 2.0 * fg)
-    return (
-        (bce * m).sum() / denom
-        + _dice_loss(torch.sigmoid(raw[:, 0]), fg, m)
-        + 10.0 * (mse * weight).sum() / (weight.sum() + _EPS)
+    # Errors inside objects decide where seeds split: they count half of the distance loss
+    # however few object pixels there are. (A per-pixel weight let background dominate
+    # sparse data: at 1.3% foreground, a 3D net's distance peaks stayed below the seed
+    # threshold and touching nuclei merged; on DSB2018's ~20% the two weightings agree.)
+    inside, outside = m * fg, m * (1.0 - fg)
+    distance = 0.5 * (mse * inside).sum() / (inside.sum() + _EPS) + 0.5 * (mse * outside).sum() / (
+        outside.sum() + _EPS
     )
+    return (bce * m).sum() / denom + _dice_loss(torch.sigmoid(raw[:, 0]), fg, m) + 10.0 * distance
 
 
 def boundary_class_weights(class_counts: torch.Tensor) -> torch.Tensor:
