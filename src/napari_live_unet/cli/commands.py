@@ -42,7 +42,7 @@ from ..engine.memory_estimate import check_training_memory
 from ..engine.metrics import dataset_counts, format_counts
 from ..engine.model import SegmentationModel
 from ..engine.output_checks import check_not_an_input, check_writable
-from ..engine.predict import check_tile_shape
+from ..engine.tile_plan import check_tile_shape
 from ..engine.voxel_metadata import read_voxel_size
 from .stop_on_signal import StopOnSignal
 
