@@ -228,3 +228,26 @@ def test_default_halo_grows_with_object_size_and_smoothing():
     assert default_halo() == 32
     assert default_halo(PostprocessConfig(smoothing=1.0), diameter=40) == 40 + 4 + 2
     assert default_halo(PostprocessConfig(smoothing=2.0), diameter=40) == 40 + 8 + 2
+
+
+def test_a_model_post_processes_large_images_block_by_block(monkeypatch):
+    # Above the size limit the model switches to blocks: the same objects, far less memory.
+    from napari_live_unet.engine import ModelConfig, SegmentationModel
+    from napari_live_unet.engine import model as model_module
+
+    labels = _packed_objects((1200, 1100), n=400, radius=(6, 14), seed=3)
+    outputs = _outputs(labels, "distance")
+    model = SegmentationModel.create(ModelConfig(base_channels=4, depth=2))
+    whole = model.instances(outputs)
+    calls = []
+    original = model_module.instances_blockwise
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["block_shape"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model_module, "instances_blockwise", spy)
+    monkeypatch.setattr(model_module, "BLOCKWISE_ABOVE", 1000 * 1000)
+    blockwise = model.instances(outputs)
+    assert calls == [1024]  # 1200x1100 is cut into 1024-pixel blocks
+    _assert_matches_whole_image(blockwise, whole)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .blockwise import default_halo, instances_blockwise
 from .config import ModelConfig, NormalizationConfig, PostprocessConfig
 from .data import check_finite
 from .device import resolve_device
@@ -45,6 +47,9 @@ from .predict import (
     predict_stream,
 )
 from .unet import UNet, memory_format
+
+BLOCKWISE_ABOVE = 4096 * 4096
+"""Images with more pixels (voxels) than this are post-processed block by block."""
 
 
 @dataclass
@@ -376,7 +381,17 @@ class SegmentationModel:
             zoom = self.image_zoom(diameter, voxel_size)
         params = scale_postprocess(params or self.postprocess, zoom, self.config.ndim)
         sampling = voxel_size or self.config.voxel_size  # the outputs' voxels
-        return instances_from_outputs(outputs, self.config.mode, params, sampling=sampling)
+        if math.prod(outputs.shape[1:]) <= BLOCKWISE_ABOVE:
+            return instances_from_outputs(outputs, self.config.mode, params, sampling=sampling)
+        # Large images: the same objects block by block, in a fraction of the memory and
+        # time (8192²: 0.6 GB and 10.7 s against 4.3 GB and 26.8 s, docs/benchmarks.md).
+        zooms = (zoom,) * self.config.ndim if isinstance(zoom, int | float) else zoom
+        largest = self.input.diameter_range[1] if self.input.diameter_range else None
+        halo = default_halo(params, largest / min(zooms) * 1.5 if largest else None)
+        block = 1024 if self.config.ndim == 2 else (64, 256, 256)
+        return instances_blockwise(
+            outputs, self.config.mode, params, block_shape=block, halo=halo, sampling=sampling
+        )
 
     def segment(
         self, image: np.ndarray, *, adapt: AdaptOptions | None = AUTO_FIT, **kwargs: Any
