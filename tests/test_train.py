@@ -214,3 +214,38 @@ def test_stop_before_the_first_step_keeps_the_starting_model():
     assert finished.steps == 0 and finished.kept_start
     kept, start = finished.model.network.state_dict(), first.network.state_dict()
     assert all(np.array_equal(kept[k].numpy(), v.numpy()) for k, v in start.items())
+
+
+def test_a_step_with_a_non_finite_loss_is_skipped_and_the_weights_stay_finite(monkeypatch):
+    # One NaN loss (seen on sparse 3D data under bf16) used to turn every weight into NaN;
+    # the run then early-stopped with an untrained model.
+    import importlib
+    import math
+
+    import torch
+
+    from napari_live_unet.engine import Notice, TrainConfig, TrainingFinished, make_pair, train
+
+    # the module, not the function the package exports under the same name
+    train_module = importlib.import_module("napari_live_unet.engine.train")
+
+    real_loss = train_module.segmentation_loss
+    calls = []
+
+    def sometimes_nan(*args, **kwargs):
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * math.nan if len(calls) == 3 else loss
+
+    monkeypatch.setattr(train_module, "segmentation_loss", sometimes_nan)
+    pair = make_pair(*synthetic_nuclei((64, 64), n=6, seed=1))
+    config = TrainConfig(epochs=2, steps_per_epoch=4, batch_size=2, patch_size=32, seed=0)
+    events = list(
+        train([pair], config, model_config=ModelConfig(base_channels=4, depth=2), device="cpu")
+    )
+    finished = events[-1]
+    assert isinstance(finished, TrainingFinished) and finished.epochs == 2
+    notices = [e.message for e in events if isinstance(e, Notice) and "not finite" in e.message]
+    assert len(notices) == 1
+    for tensor in [*finished.model.network.parameters(), *finished.model.network.buffers()]:
+        assert torch.isfinite(tensor.float()).all()

@@ -44,6 +44,7 @@ from .unet import count_parameters, memory_format
 __all__ = ["StopReason", "learning_rate_at", "run_training", "train"]
 
 _STEP_EVENT_SECONDS = 0.25  # yield a StepEnd at most this often
+MAX_GRAD_NORM = 12.0  # gradient norm clipping (nnU-Net's value)
 
 
 def learning_rate_at(progress: float, base: float, warmup: float) -> float:
@@ -227,6 +228,14 @@ def _epoch(
             yield Notice(f"CUDA out of memory; continuing with batch size {run.batch_size}")
             continue
         run.step += 1
+        if loss is None:
+            run.skipped_steps += 1
+            if run.skipped_steps == 1:
+                yield Notice(
+                    "Skipped a training step whose loss was not finite (NaN or Inf); "
+                    "training goes on from the weights before it"
+                )
+            continue
         losses.append(loss)
         samples += run.batch_size
         now = time.perf_counter()
@@ -356,8 +365,9 @@ def _score_start(run: TrainingRun) -> Generator[TrainingEvent, None, None]:
         yield ValidationMetrics(0, ap, time.perf_counter() - started)
 
 
-def _step(run: TrainingRun) -> torch.Tensor:
-    """One optimiser step on a fresh augmented batch; returns the loss (on the device)."""
+def _step(run: TrainingRun) -> torch.Tensor | None:
+    """One optimiser step on a fresh augmented batch; returns the loss (on the device), or
+    None when the step was skipped because its gradient was not finite."""
     image, targets, mask = run.sampler.sample(run.batch_size)
     image, targets, mask = augment_batch(
         image,
@@ -368,11 +378,23 @@ def _step(run: TrainingRun) -> torch.Tensor:
         generator=run.generator,
     )
     image = image.contiguous(memory_format=memory_format(image.ndim - 2))
+    # Batch-norm statistics move in the forward pass: kept to undo a non-finite step.
+    buffers = [b.detach().clone() for b in run.network.buffers()]
     with autocast(run.device, run.amp_dtype):
         raw = run.forward(image)
     loss = segmentation_loss(raw, targets, mask, run.mode, run.class_weights)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    # A step with a non-finite gradient would turn every weight into NaN for good (seen on
+    # sparse 3D data under bf16 after ~500 steps); it is skipped, and large but finite
+    # gradients are clipped, as nnU-Net does.
+    norm = torch.nn.utils.clip_grad_norm_(run.network.parameters(), MAX_GRAD_NORM)
+    if not bool(torch.isfinite(norm)):
+        run.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for buffer, kept in zip(run.network.buffers(), buffers, strict=True):
+                buffer.copy_(kept)
+        return None
     run.optimizer.step()
     # Returned as a tensor: converting to float here would wait for the GPU every step.
     return loss.detach()

@@ -77,6 +77,7 @@ class TrainingRun:
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs: int = 0
     last_step_event: float = 0.0
+    skipped_steps: int = 0
 
     @property
     def mode(self) -> str:
