@@ -382,22 +382,26 @@ def recommended_settings(device_type: str, ndim: int = 2) -> dict[str, int]:
     are further capped by the images' own size (see
     :func:`~napari_live_unet.engine.sizes.training_patch_shape`).
     """
-    if device_type == "cpu":
-        if ndim == 3:
-            return {
-                "base_channels": 8,
-                "depth": 3,
-                "patch_size": 64,
-                "patch_size_z": 16,
-                "batch_size": 4,
-            }
-        return {"base_channels": 8, "depth": 3, "patch_size": 128, "batch_size": 8}
-    if ndim == 3:
-        return {
-            "base_channels": 32,
-            "depth": 4,
-            "patch_size": 128,
-            "patch_size_z": 32,
-            "batch_size": 4,
-        }
-    return {"base_channels": 32, "depth": 4, "patch_size": 256, "batch_size": 32}
+    kind = "cpu" if device_type == "cpu" else "gpu"
+    return dict(_RECOMMENDED[(kind, 3 if ndim == 3 else 2)])
+
+
+# (device kind, ndim) -> settings; see recommended_settings.
+_RECOMMENDED: dict[tuple[str, int], dict[str, int]] = {
+    ("cpu", 2): {"base_channels": 8, "depth": 3, "patch_size": 128, "batch_size": 8},
+    ("cpu", 3): {
+        "base_channels": 8,
+        "depth": 3,
+        "patch_size": 64,
+        "patch_size_z": 16,
+        "batch_size": 4,
+    },
+    ("gpu", 2): {"base_channels": 32, "depth": 4, "patch_size": 256, "batch_size": 32},
+    ("gpu", 3): {
+        "base_channels": 32,
+        "depth": 4,
+        "patch_size": 128,
+        "patch_size_z": 32,
+        "batch_size": 4,
+    },
+}

@@ -28,8 +28,6 @@ _LUMA = np.array([0.2125, 0.7154, 0.0721], np.float32)
 # Zooms this close to 1 are not worth resampling for: training zooms patches by 0.67-1.5
 # anyway, and resampling blurs.
 _ZOOM_TOLERANCE = 0.2
-# Voxel sizes come from metadata, not estimates: resample unless they agree within 5%.
-_VOXEL_TOLERANCE = 0.05
 
 
 @dataclass
@@ -405,40 +403,6 @@ def zoom_for(spec: InputSpec, diameter: float | None) -> float:
     low, high = spec.diameter_range or (spec.diameter, spec.diameter)
     zoom = min(max(float(source), low), high) / float(source)
     return 1.0 if abs(zoom - 1.0) < _ZOOM_TOLERANCE else zoom
-
-
-def voxel_zoom(
-    image_voxel: tuple[float, ...] | None, model_voxel: tuple[float, ...] | None
-) -> tuple[float, ...] | None:
-    """Per-axis zoom that resamples an image of ``image_voxel`` to ``model_voxel``.
-
-    None when either is unknown or they agree within 5% on every axis.
-
-    Raises
-    ------
-    InputError
-        If the two give different numbers of axes.
-    """
-    if image_voxel is None or model_voxel is None:
-        return None
-    if len(image_voxel) != len(model_voxel):
-        raise InputError(
-            f"voxel size {tuple(image_voxel)} has {len(image_voxel)} axes, but the model's "
-            f"{tuple(model_voxel)} has {len(model_voxel)}"
-        )
-    zoom = tuple(float(i) / float(m) for i, m in zip(image_voxel, model_voxel, strict=True))
-    if all(abs(z - 1.0) < _VOXEL_TOLERANCE for z in zoom):
-        return None
-    return zoom
-
-
-def combined_zoom(
-    zoom: float, axis_zoom: tuple[float, ...] | None, ndim: int
-) -> float | tuple[float, ...]:
-    """An object-size zoom and a per-axis voxel zoom as one (scalar when isotropic)."""
-    if axis_zoom is None:
-        return zoom
-    return tuple(zoom * z for z in axis_zoom[-ndim:])
 
 
 def scale_postprocess(

@@ -26,7 +26,6 @@ from .image_adapter import (
     AdaptOptions,
     InputSpec,
     check_model_channels,
-    combined_zoom,
     invert,
     invert_range,
     polarity_from_image,
@@ -34,7 +33,6 @@ from .image_adapter import (
     scale_postprocess,
     split_channels,
     to_model_channels,
-    voxel_zoom,
     zoom_for,
     zoomed_shape,
 )
@@ -47,6 +45,7 @@ from .predict import (
     predict_stream,
 )
 from .unet import UNet, memory_format
+from .voxel_zoom import combined_zoom, voxel_zoom
 
 BLOCKWISE_ABOVE = 4096 * 4096
 """Images with more pixels (voxels) than this are post-processed block by block."""

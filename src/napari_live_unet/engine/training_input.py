@@ -26,10 +26,10 @@ from .image_adapter import (
     polarity_from_annotations,
     resize,
     to_model_channels,
-    voxel_zoom,
     zoom_for,
     zoomed_shape,
 )
+from .voxel_zoom import voxel_zoom
 
 
 def fit_training_data(
