@@ -440,7 +440,7 @@ def test_measure_sets_the_diameter_and_predictions_use_it(setup, qtbot):
     run_prediction(qtbot, widget, layer)
     result = widget._result
     assert result.zoom == pytest.approx(8.0 / widget.inputs.diameter.value())
-    outputs = result.outputs[0]
+    outputs = result.outputs.get(0)
     expected = model.instances(outputs, widget.params(), diameter=widget.inputs.diameter.value())
     np.testing.assert_array_equal(viewer.layers["cells predictions"].data, expected)
     widget.min_size.setValue(20)

@@ -7,17 +7,28 @@ import pytest
 
 from napari_live_unet.engine import InputError, ModelConfig, PostprocessConfig, SegmentationModel
 from napari_live_unet.engine.image_adapter import AdaptOptions, InputSpec
+from napari_live_unet.engine.output_cache import FrameOutputCache
 from napari_live_unet.engine.targets import normalized_distance
+from napari_live_unet.layers import prediction_job as prediction_job_module
 from napari_live_unet.layers.jobs import JobFailed, failures_as_events
 from napari_live_unet.layers.prediction_job import (
     FramePredicted,
     InputFitted,
+    LabelStack,
     PredictionProgress,
     PredictionResult,
+    new_result,
     plan_frames,
     prediction_job,
     relabel_job,
 )
+
+
+def cache_of(frames, max_bytes=2**30):
+    cache = FrameOutputCache(max_bytes)
+    for i, frame in enumerate(frames):
+        cache.put(i, frame)
+    return cache
 
 
 @pytest.mark.parametrize(
@@ -102,7 +113,7 @@ def test_repostprocess_uses_caches_and_stops_when_superseded():
     outputs = np.zeros((2, 30, 30), np.float16)
     outputs[0, 5:15, 5:15] = 0.9
     plan = plan_frames((2, 30, 30), False, ModelConfig())
-    result = PredictionResult("img", plan, "distance", PostprocessConfig(), [outputs] * 2)
+    result = PredictionResult("img", plan, "distance", PostprocessConfig(), cache_of([outputs] * 2))
     result.caches = [{}, {}]
     params = PostprocessConfig(min_size=5)
     labels = [e.labels for e in relabel_job(result, params, threading.Event())]
@@ -122,11 +133,11 @@ def test_sizes_in_thresholds_scale_with_the_zoom_as_the_engine_scales_them():
     outputs = np.stack([(labels > 0).astype(np.float32), normalized_distance(labels)])
     params = PostprocessConfig(min_size=30)
     plan = plan_frames(labels.shape, False, model.config)
-    result = PredictionResult("img", plan, "distance", params, [outputs.astype(np.float16)])
+    result = PredictionResult("img", plan, "distance", params, cache_of([outputs]))
     result.zoom, result.caches = model.zoom_for(20.0), [{}]
     assert result.zoom == 0.5
     (scaled,) = [e.labels for e in relabel_job(result, params, threading.Event())]
-    expected = model.instances(result.outputs[0], params, diameter=20.0)
+    expected = model.instances(result.outputs.get(0), params, diameter=20.0)
     np.testing.assert_array_equal(scaled, expected)
     assert expected.max() == 1  # the small object went
 
@@ -148,3 +159,129 @@ def test_sizes_in_thresholds_scale_with_the_zoom_as_the_engine_scales_them():
     assert frame.outputs.shape == (2, 40, 36)
     expected = model.instances(frame.outputs, params, diameter=20.0)
     np.testing.assert_array_equal(frame.labels, expected)
+
+
+def ideal_stream(labels_of):
+    """Stands in for SegmentationModel.predict_stream: ideal distance-mode outputs."""
+
+    def stream(images, **_):
+        for image in images:
+            labels = labels_of(np.asarray(image))
+            fg = (labels > 0).astype(np.float32)
+            yield np.stack([fg, normalized_distance(labels)]).astype(np.float16)
+
+    return stream
+
+
+def series_labels(n_frames, shape=(64, 64)):
+    """Frame t's labels: one of a few synthetic nuclei images (the image holds t)."""
+    from .conftest import synthetic_nuclei
+
+    truths = [synthetic_nuclei(shape, n=6, seed=s)[1] for s in range(4)]
+    return lambda image: truths[int(image.flat[0]) % len(truths)]
+
+
+def test_a_100_frame_series_keeps_outputs_under_the_cap_and_relabels_the_same():
+    """Issue 13, item 3: outputs beyond the cap spill to disk; re-thresholding reads them
+    back one at a time and gives the labels prediction gave."""
+    model = SegmentationModel.create(ModelConfig(base_channels=4, depth=2))
+    model.predict_stream = ideal_stream(series_labels(100))
+    series = np.repeat(np.arange(100, dtype=np.float32), 64 * 64).reshape(100, 64, 64)
+    plan = plan_frames(series.shape, False, model.config)
+    frame_bytes = 2 * 64 * 64 * 2
+    # Room for 3 frames of outputs and 3 frames of post-processing caches.
+    cap = 2 * 3 * frame_bytes + 1
+    result = new_result("movie", plan, model, PostprocessConfig(), 1.0, None, cap=cap)
+    outputs = result.outputs
+    assert outputs.max_bytes <= 3 * frame_bytes + 1
+    seen, peak = {}, 0
+    put = outputs.put
+
+    def counting_put(position, frame):
+        nonlocal peak
+        seen[position] = frame.copy()
+        put(position, frame)
+        peak = max(peak, outputs.memory_bytes)
+
+    outputs.put = counting_put
+    job = prediction_job(
+        model, series, plan, result.params, threading.Event(), None, None, outputs,
+        result.cache_bytes,
+    )  # fmt: skip
+    for event in job:
+        if isinstance(event, FramePredicted):
+            assert event.outputs is None  # the events carry no outputs
+            result.labels.put(event.position, event.labels)
+            result.caches.append(event.cache)
+    assert len(outputs) == 100 and peak <= outputs.max_bytes
+    assert len(outputs.spilled) >= 96  # most frames live on disk
+    for i in (0, 1, 50, 99):
+        np.testing.assert_array_equal(outputs.get(i), seen[i])
+    kept_caches = [c for c in result.caches if c is not None]
+    assert 0 < len(kept_caches) <= 3  # 10 bytes per pixel: three frames fit
+    assert result.labels.complete and result.labels.array.dtype == np.uint16
+    before = result.labels_array().copy()
+    assert before.max() > 0
+
+    relabelled = LabelStack(plan)
+    for event in relabel_job(result, PostprocessConfig(), threading.Event()):
+        relabelled.put(event.position, event.labels)
+    np.testing.assert_array_equal(relabelled.array, before)
+    assert outputs.memory_bytes <= outputs.max_bytes
+    outputs.close()
+
+
+def test_large_frames_are_post_processed_as_the_model_does_block_by_block(monkeypatch):
+    """Frames above BLOCKWISE_ABOVE go through model.instances (block by block), with the
+    zoom and voxel size prediction used; their caches are never kept."""
+    from napari_live_unet.engine import model as model_module
+
+    monkeypatch.setattr(model_module, "BLOCKWISE_ABOVE", 32 * 32)
+    monkeypatch.setattr(prediction_job_module, "BLOCKWISE_ABOVE", 32 * 32)
+    model = SegmentationModel.create(ModelConfig(base_channels=4, depth=2))
+    labels = np.zeros((80, 80), np.int32)
+    labels[5:25, 5:25], labels[40:70, 30:60] = 1, 2
+    model.predict_stream = ideal_stream(lambda image: labels)
+    calls = []
+    blockwise = model_module.instances_blockwise
+    monkeypatch.setattr(
+        model_module,
+        "instances_blockwise",
+        lambda *a, **k: calls.append(k) or blockwise(*a, **k),
+    )
+    image = np.zeros((80, 80), np.float32)
+    plan = plan_frames(image.shape, False, model.config)
+    params = PostprocessConfig(min_size=4)
+    adapt = AdaptOptions(diameter=20.0, voxel_size=(1.0, 1.0))
+    events = list(prediction_job(model, image, plan, params, threading.Event(), None, adapt))
+    (frame,) = [e for e in events if isinstance(e, FramePredicted)]
+    assert calls and frame.cache is None
+    expected = model.instances(frame.outputs, params, diameter=20.0, voxel_size=(1.0, 1.0))
+    np.testing.assert_array_equal(frame.labels, expected)
+    assert frame.labels.max() == 2
+
+
+def test_a_dask_series_is_read_one_frame_at_a_time():
+    da = pytest.importorskip("dask.array")
+
+    class Counting:
+        def __init__(self, array):
+            self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, 3
+            self.reads = []
+
+        def __getitem__(self, key):
+            part = self.array[key]
+            self.reads.append(part.shape)
+            return part
+
+    source = Counting(np.random.default_rng(0).random((6, 40, 32), np.float32))
+    series = da.from_array(source, chunks=(1, 40, 32), asarray=False)
+    model = SegmentationModel.create(ModelConfig(base_channels=4, depth=2))
+    plan = plan_frames(series.shape, False, model.config)
+    with FrameOutputCache(0) as outputs:
+        job = prediction_job(
+            model, series, plan, PostprocessConfig(), threading.Event(), outputs=outputs
+        )
+        n = sum(isinstance(e, FramePredicted) for e in job)
+    assert n == 6
+    assert source.reads and all(np.prod(shape) <= 40 * 32 for shape in source.reads)

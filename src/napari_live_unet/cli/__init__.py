@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser(
         "train",
         help="train a model on image/label folders",
-        description="Train a model on images/NAME.tif + labels/NAME.tif pairs.",
+        description="Train a model on images/NAME.tif + labels/NAME.tif pairs. Under "
+        "`torchrun --nproc_per_node N -m napari_live_unet.cli train ...`, N processes train "
+        "together (DDP; each step takes N x --batch-size patches; docs/distributed.md).",
     )
     tr.add_argument("--images", required=True, type=Path, help="folder of training images")
     tr.add_argument(
@@ -165,16 +167,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser(
         "predict",
-        help="segment a folder of images",
-        description="Write DIR/NAME.tif instance labels for each NAME.tif.",
+        help="segment a folder of images, a TIFF, or a (OME-)Zarr image",
+        description="Write instance labels: DIR/NAME.tif for each image, or, when --out "
+        "ends in .zarr, an OME-Zarr labels group OUT.zarr/labels/NAME (with a pyramid for "
+        "viewing). Images larger than the memory limit, time series and Zarr images are "
+        "read and labelled block by block.",
     )
     pr.add_argument(
         "--model",
         required=True,
         help="model file from `train`, or a built-in model's name (e.g. nuclei)",
     )
-    pr.add_argument("--images", required=True, type=Path, help="folder of images")
-    pr.add_argument("--out", required=True, type=Path, help="folder for the label images")
+    pr.add_argument(
+        "--images",
+        required=True,
+        type=Path,
+        help="folder of .tif images and .zarr images, one TIFF, or one (OME-)Zarr image",
+    )
+    pr.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="folder for NAME.tif label images, or OUT.zarr for OME-Zarr labels",
+    )
     pr.add_argument(
         "--overwrite",
         action="store_true",
@@ -182,6 +197,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--tile-size", type=int, default=None, help="tile edge in pixels")
     pr.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass")
+    pr.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="memory the whole run may use, e.g. 1.5G or 800M: reading, network, "
+        "post-processing and writing (default: half of the memory available at the start)",
+    )
+    cluster = pr.add_argument_group(
+        "running on a dask cluster", "Blocks are tasks; the output is the same as in one process."
+    )
+    cluster.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run blocks on a dask.distributed LocalCluster of N processes on this machine",
+    )
+    cluster.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run blocks on an existing dask cluster, e.g. tcp://10.0.0.1:8786 (its workers "
+        "must see the image and the output paths)",
+    )
     pr.add_argument(
         "--save-maps",
         action="store_true",
@@ -233,10 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``live-unet`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from . import commands  # imported late so `--help` stays fast
+    # Imported late so `--help` stays fast.
+    if args.command == "predict":
+        from .predict_command import run_predict as run
+    else:
+        from . import commands
 
+        run = getattr(commands, f"run_{args.command}")
     try:
-        return getattr(commands, f"run_{args.command}")(args)
+        return run(args)
     except InputError as exc:
         print(f"live-unet {args.command}: error: {exc}", file=sys.stderr)
         return 2

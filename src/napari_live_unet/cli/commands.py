@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,14 +34,14 @@ from ..engine import (
 from ..engine.atomic_write import remove_stale_temporaries
 from ..engine.config import recommended_settings
 from ..engine.data import check_labels
+from ..engine.distributed import DistributedContext, process_group
 from ..engine.errors import InputError
 from ..engine.io import list_tiffs, read_tiff, smallest_label_dtype, write_tiff_atomic
 from ..engine.memory_estimate import check_training_memory
 from ..engine.metrics import dataset_counts, format_counts
 from ..engine.model import SegmentationModel
 from ..engine.output_checks import check_not_an_input, check_writable
-from ..engine.tile_plan import check_tile_shape
-from ..engine.voxel_metadata import read_voxel_size
+from ..engine.training_run import StopReason
 from .stop_on_signal import StopOnSignal
 
 if TYPE_CHECKING:
@@ -85,6 +83,7 @@ def _train_with_progress(
     device: str | torch.device = "auto",
     adapt=None,
     should_stop=None,
+    distributed: DistributedContext | None = None,
 ) -> tuple[SegmentationModel, dict]:
     """Run training, drawing a progress bar and one line per epoch on stderr."""
     bar = tqdm(
@@ -107,6 +106,7 @@ def _train_with_progress(
             device=device,
             adapt=adapt,
             should_stop=should_stop,
+            distributed=distributed,
         ):
             if isinstance(event, StepEnd):
                 bar.n = int(event.progress * 1000)
@@ -154,12 +154,30 @@ def _train_with_progress(
     return model, summary
 
 
+def _train_quietly(pairs, config, **kwargs) -> tuple[SegmentationModel, dict]:
+    """Run training without any output (ranks other than 0 of a multi-process run)."""
+    for event in train(pairs, config, **kwargs):
+        if isinstance(event, TrainingFinished):
+            return event.model, {"reason": event.reason}
+    raise AssertionError("train() always ends with TrainingFinished")
+
+
 def run_train(args: argparse.Namespace) -> int:
+    """``live-unet train``; under ``torchrun`` one rank of a multi-process (DDP) run."""
     device = resolve_device(args.device)
+    with process_group(device) as ranks:
+        return _train_command(args, device if ranks is None else ranks.device, ranks)
+
+
+def _train_command(
+    args: argparse.Namespace, device: torch.device, ranks: DistributedContext | None
+) -> int:
+    main = ranks is None or ranks.is_main  # only rank 0 writes files and prints
     check_writable(args.out)
     inputs = [args.images, args.labels, args.val_images, args.val_labels, args.regions]
     check_not_an_input(args.out, inputs)
-    remove_stale_temporaries(args.out.parent)
+    if main:
+        remove_stale_temporaries(args.out.parent)
     if (args.val_images is None) != (args.val_labels is None):
         raise InputError("give both --val-images and --val-labels, or neither")
     adapt = _adapt_options(args)
@@ -213,7 +231,7 @@ def run_train(args: argparse.Namespace) -> int:
         region_val = []
     if args.val_images is not None:
         val_pairs = load_folder_pairs(args.val_images, args.val_labels, voxel_size=adapt.voxel_size)
-        if region_val:
+        if region_val and main:
             print(
                 f"note: --val-images given; ignoring {len(region_val)} validation regions "
                 f"of {args.regions}",
@@ -240,24 +258,31 @@ def run_train(args: argparse.Namespace) -> int:
         raise InputError(f"{args.images}: images differ in dimensionality or channel count")
     if args.init_model == "auto" and ndim == 2 and args.mode == "distance" and not size_given:
         initial = load_model_source(STARTER_MODEL, device)
-        print(
-            f"starting from the built-in '{STARTER_MODEL}' model "
-            "(--init-model scratch trains a new network)",
-            file=sys.stderr,
-        )
+        if main:
+            print(
+                f"starting from the built-in '{STARTER_MODEL}' model "
+                "(--init-model scratch trains a new network)",
+                file=sys.stderr,
+            )
     in_channels = 1 if adapt.channel is not None else channels.pop()
     try:
         model_config = dataclasses.replace(smallest, ndim=ndim, in_channels=in_channels)
     except ValueError as exc:  # e.g. more channels than a network reads
         raise InputError(f"{args.images}: {exc}") from None
-    if initial is not None and initial.config.mode != args.mode:
+    if initial is not None and initial.config.mode != args.mode and main:
         print(f"note: fine-tuning keeps the model's mode ({initial.config.mode})", file=sys.stderr)
+    if ranks is not None and main:
+        print(
+            f"{ranks.world_size} processes (torch DDP, {ranks.backend}): each step takes "
+            f"{ranks.world_size} x {config.batch_size} patches",
+            file=sys.stderr,
+        )
     stop = StopOnSignal(
         "stopping after this step: the best model so far will be written to "
         f"{args.out} (press Ctrl-C again to quit without writing it)"
     )
     with stop:
-        model, summary = _train_with_progress(
+        model, summary = (_train_with_progress if main else _train_quietly)(
             pairs,
             config,
             model_config=model_config,
@@ -266,7 +291,10 @@ def run_train(args: argparse.Namespace) -> int:
             device=device,
             adapt=adapt,
             should_stop=stop.requested,
+            distributed=ranks,
         )
+        if not main:  # rank 0 reports how training ended: torchrun would end it on an error
+            return 0
         save_model(model, args.out)
     print(
         f"trained {summary['epochs']} epochs ({summary['steps']} steps) in "
@@ -279,7 +307,8 @@ def run_train(args: argparse.Namespace) -> int:
     if summary.get("kept_start"):
         print("kept the starting model: fine-tuning did not improve validation AP")
     print(f"model written to {args.out}")
-    if stop.requested():
+    # In a multi-process run, a stop asked of another rank stopped this one too.
+    if stop.requested() or (ranks is not None and summary["reason"] is StopReason.STOPPED):
         print(f"interrupted: the best model so far is in {args.out}", file=sys.stderr)
         return 130
     return 0
@@ -290,71 +319,6 @@ def _image_files(folder: Path) -> dict[str, Path]:
     if not files:
         raise InputError(f"{folder}: no .tif images found")
     return files
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    adapt = _adapt_options(args)
-    check_not_an_input(args.out, [args.images])
-    check_writable(args.out, folder=True)
-    model = load_model_source(args.model, device)
-    model.voxel_zoom(adapt.voxel_size)  # a wrong number of axes is refused now
-    tile = None if args.tile_size is None else (args.tile_size,) * model.config.ndim
-    check_tile_shape(tile, model.config.size_multiples)
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    files = _image_files(args.images)
-    remove_stale_temporaries(args.out)
-    existing = [n for n in files if (args.out / f"{n}.tif").exists()]
-    if existing and not args.overwrite:
-        raise InputError(
-            f"--out {args.out}: already holds {len(existing)} of the label files this would "
-            f"write ({', '.join(sorted(existing)[:3])}"
-            + (", ..." if len(existing) > 3 else "")
-            + "). Choose an empty folder, or pass --overwrite to replace them."
-        )
-    # Check every input before writing anything.
-    for path in tqdm(
-        files.values(), desc="checking", unit="image", file=sys.stderr, leave=False, disable=None
-    ):
-        model.check_fits(read_tiff(path), adapt, name=str(path))
-    start, pixels = time.perf_counter(), 0
-    names = list(files)
-    # Tiles of consecutive small images share GPU batches; files are read as needed, and
-    # post-processing of one image overlaps prediction of the next.
-    fitted: collections.Counter[str] = collections.Counter()
-    ndim = model.config.ndim
-    results = model.segment_many(
-        (read_tiff(files[name]) for name in names),
-        voxel_sizes=(adapt.voxel_size or read_voxel_size(files[name], ndim) for name in names),
-        adapt=adapt,
-        tile_shape=tile,
-        batch_size=args.batch_size,
-        on_message=lambda m: tqdm.write(m, file=sys.stderr),
-        on_adapted=lambda a: fitted.update([a.describe()]),
-    )
-    for name, (maps, labels) in tqdm(
-        zip(names, results, strict=True),
-        total=len(names),
-        desc="predicting",
-        disable=None,
-        unit="image",
-        file=sys.stderr,
-    ):
-        write_tiff_atomic(
-            args.out / f"{name}.tif", labels.astype(smallest_label_dtype(int(labels.max())))
-        )
-        if args.save_maps:
-            write_tiff_atomic(args.out / f"{name}_maps.tif", maps.astype(np.float32))
-        pixels += labels.size
-    seconds = time.perf_counter() - start
-    for description, n in fitted.most_common():
-        print(f"{n} image(s): {description}")
-    print(
-        f"wrote {len(files)} label images to {args.out} "
-        f"({pixels / 1e6 / seconds:.2f} MP/s end to end on {device})"
-    )
-    return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

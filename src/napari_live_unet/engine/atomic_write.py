@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 # Temporary files are hidden (leading dot), so folder listings never take them for inputs.
-_TMP_SUFFIX = ".live-unet-tmp"
+TMP_SUFFIX = ".live-unet-tmp"
 
 
 def _umask() -> int:
@@ -28,7 +29,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -48,11 +49,15 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> int:
-    """Delete temporary files an interrupted write left in ``folder``; returns how many."""
+    """Delete temporary files (and the temporary folders of block-by-block writes) an
+    interrupted write left in ``folder``; returns how many."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    stale = [p for p in folder.glob(f".*{_TMP_SUFFIX}") if p.is_file()]
+    stale = list(folder.glob(f".*{TMP_SUFFIX}"))
     for p in stale:
-        p.unlink(missing_ok=True)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
     return len(stale)

@@ -277,6 +277,7 @@ class SegmentationModel:
         should_stop: Callable[[], bool] | None = None,
         intensity_ranges: Iterable[tuple[np.ndarray, np.ndarray] | None] | None = None,
         voxel_sizes: Iterable[tuple[float, ...] | None] | None = None,
+        max_tile_bytes: int | None = None,
     ) -> Iterator[np.ndarray | TilesDone | Adaptation]:
         """Outputs for a stream of images, in order, with progress as it happens.
 
@@ -290,7 +291,7 @@ class SegmentationModel:
             How to fit images to the network (channel, polarity, object diameter; default:
             automatic). None: the images are already in the network's terms (used for
             training data, which is fitted once at the start).
-        tile_shape, batch_size, on_message, should_stop
+        tile_shape, batch_size, on_message, should_stop, max_tile_bytes
             As for :func:`napari_live_unet.engine.predict.predict_stream`.
         intensity_ranges : iterable of (low, high) or None, optional
             Each image's normalisation percentiles (None entries: computed from the image),
@@ -347,6 +348,7 @@ class SegmentationModel:
                 device=self.device,
                 on_message=on_message,
                 should_stop=should_stop,
+                max_tile_bytes=max_tile_bytes,
             ):
                 while adapted:  # the images read so far, announced before their results
                     yield adapted.popleft()
@@ -378,19 +380,35 @@ class SegmentationModel:
         """
         if zoom is None:
             zoom = self.image_zoom(diameter, voxel_size)
-        params = scale_postprocess(params or self.postprocess, zoom, self.config.ndim)
-        sampling = voxel_size or self.config.voxel_size  # the outputs' voxels
+        params, sampling, halo = self.postprocess_plan(zoom, voxel_size, params)
         if math.prod(outputs.shape[1:]) <= BLOCKWISE_ABOVE:
             return instances_from_outputs(outputs, self.config.mode, params, sampling=sampling)
         # Large images: the same objects block by block, in a fraction of the memory and
         # time (8192²: 0.6 GB and 10.7 s against 4.3 GB and 26.8 s, docs/benchmarks.md).
-        zooms = (zoom,) * self.config.ndim if isinstance(zoom, int | float) else zoom
-        largest = self.input.diameter_range[1] if self.input.diameter_range else None
-        halo = default_halo(params, largest / min(zooms) * 1.5 if largest else None)
         block = 1024 if self.config.ndim == 2 else (64, 256, 256)
         return instances_blockwise(
             outputs, self.config.mode, params, block_shape=block, halo=halo, sampling=sampling
         )
+
+    def postprocess_plan(
+        self,
+        zoom: float | tuple[float, ...],
+        voxel_size: tuple[float, ...] | None = None,
+        params: PostprocessConfig | None = None,
+    ) -> tuple[PostprocessConfig, tuple[float, ...] | None, int]:
+        """Thresholds, voxel size and block halo for outputs of an image zoomed by ``zoom``.
+
+        Returns ``params`` (default: the model's) with sizes scaled to the image's pixels,
+        the outputs' voxel size (``voxel_size``, else the model's), and the halo that
+        block-by-block post-processing needs for the largest objects the model was trained
+        on (:func:`~napari_live_unet.engine.blockwise.default_halo`).
+        """
+        params = scale_postprocess(params or self.postprocess, zoom, self.config.ndim)
+        sampling = voxel_size or self.config.voxel_size  # the outputs' voxels
+        zooms = (zoom,) * self.config.ndim if isinstance(zoom, int | float) else zoom
+        largest = self.input.diameter_range[1] if self.input.diameter_range else None
+        halo = default_halo(params, largest / min(zooms) * 1.5 if largest else None)
+        return params, sampling, halo
 
     def segment(
         self, image: np.ndarray, *, adapt: AdaptOptions | None = AUTO_FIT, **kwargs: Any

@@ -16,6 +16,7 @@ from .normalize import channel_percentiles
 from .tile_plan import (
     SizeMultiple,
     Tiling,
+    activation_bytes_per_voxel,
     blend_window,
     check_tile_shape,
     tile_budget_voxels,
@@ -69,6 +70,7 @@ def predict_stream(
     out_dtype: np.dtype | type = np.float16,
     on_message: MessageCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    max_tile_bytes: int | None = None,
 ) -> Iterator[np.ndarray | TilesDone]:
     """Run the network tile by tile over a stream of channel-first images.
 
@@ -111,6 +113,9 @@ def predict_stream(
         Receives notices such as out-of-memory retries.
     should_stop : callable() -> bool, optional
         Checked between batches; when it returns True, the stream ends early.
+    max_tile_bytes : int, optional
+        Working memory one forward pass may take (replaces the budget from the free
+        memory, so that a caller under a memory cap can share it out).
 
     Yields
     ------
@@ -137,7 +142,9 @@ def predict_stream(
         size_multiple,
         None if tile_shape is None else tuple(int(t) for t in tile_shape),
         overlap,
-        tile_budget_voxels(network, device),
+        tile_budget_voxels(network, device)
+        if max_tile_bytes is None
+        else max(1, max_tile_bytes // activation_bytes_per_voxel(network)),
     )
     windows: dict[tuple[tuple[int, ...], tuple[int, ...]], torch.Tensor] = {}
     pending: list[tuple[_Job, tuple[int, ...]]] = []

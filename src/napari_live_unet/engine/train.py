@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import distributed as ddp
 from .augment import augment_batch
 from .config import ModelConfig, TrainConfig
 from .data import TrainingPair
@@ -92,6 +93,7 @@ def train(
     preview: PreviewHook | None = None,
     preview_every: int = 1,
     adapt: AdaptOptions | None = None,
+    distributed: ddp.DistributedContext | None = None,
 ) -> Generator[TrainingEvent, None, SegmentationModel]:
     """Train a model, yielding progress events; the generator returns the best model.
 
@@ -125,6 +127,10 @@ def train(
         Channel, polarity and object diameter of the training images (default: decided
         from the data and the annotations). The decisions are announced in a ``Notice``
         and stored in the model, so prediction fits new images the same way.
+    distributed : DistributedContext, optional
+        This process's place in a ``torchrun`` run (see :mod:`.distributed`, which also
+        sets the device): each rank draws its own patches, gradients are averaged, rank 0
+        alone validates, and all ranks take the same steps to the same weights.
 
     Yields
     ------
@@ -133,7 +139,9 @@ def train(
         as training goes, ``ThresholdsChosen`` and finally ``TrainingFinished``.
     """
     config = config or TrainConfig()
-    run, fitted = set_up(pairs, config, model_config, val_pairs, initial_model, device, adapt)
+    run, fitted = set_up(
+        pairs, config, model_config, val_pairs, initial_model, device, adapt, distributed
+    )
     yield TrainingStarted(
         len(run.sampler.items),
         len(run.val_pairs),
@@ -208,7 +216,11 @@ def _epoch(
     losses: list[torch.Tensor] = []
     samples, started = 0, time.perf_counter()
     for _ in range(run.config.steps_per_epoch):
-        if should_stop is not None and should_stop():
+        stop = should_stop is not None and should_stop()
+        if run.distributed is not None:
+            elapsed = time.perf_counter() - run.start_time
+            run.shared_elapsed, stop = ddp.agree_on_step(run.distributed, elapsed, stop)
+        if stop:
             return losses, samples, True, time.perf_counter() - started
         if run.progress() >= 1.0:
             break
@@ -220,7 +232,7 @@ def _epoch(
         try:
             loss = _step(run)
         except torch.cuda.OutOfMemoryError:
-            if run.batch_size == 1:
+            if run.batch_size == 1 or run.distributed is not None:  # ranks must stay in step
                 raise
             torch.cuda.empty_cache()
             run.optimizer.zero_grad(set_to_none=True)
@@ -237,7 +249,7 @@ def _epoch(
                 )
             continue
         losses.append(loss)
-        samples += run.batch_size
+        samples += run.batch_size * run.world_size
         now = time.perf_counter()
         if now - run.last_step_event >= _STEP_EVENT_SECONDS:
             run.last_step_event = now
@@ -256,10 +268,14 @@ def _end_of_epoch(
     run: TrainingRun, losses, samples: int, seconds: float
 ) -> Generator[TrainingEvent, None, None]:
     """Validation loss, checkpoint of the best weights, the epoch's record and events."""
-    val_loss = run.validation_loss()
+    val_loss = run.validation_loss() if run.is_main else None
     train_loss = float(torch.stack(losses).mean())
+    if run.distributed is not None:
+        train_loss = ddp.mean_over_ranks(train_loss, run.distributed)
     monitored = val_loss if val_loss is not None else train_loss
     is_best = monitored < run.best_loss
+    if run.distributed is not None:  # rank 0 decides: checkpoint and early stopping agree
+        is_best = ddp.from_main(is_best, run.distributed)
     if is_best:
         run.best_loss, run.bad_epochs = monitored, 0
         run.best_state = state_copy(run.network)
@@ -286,7 +302,8 @@ def _end_of_epoch(
         run.progress(),
         is_best,
     )
-    if run.val_pairs and run.config.val_ap_every and run.epoch % run.config.val_ap_every == 0:
+    val_ap_due = run.config.val_ap_every and run.epoch % run.config.val_ap_every == 0
+    if run.is_main and run.val_pairs and val_ap_due:
         ap = validation_ap(run.model, run.val_pairs, run.config.val_ap_max_pixels)
         record["val_ap"] = {str(k): v for k, v in ap.items()}
         yield ValidationMetrics(run.epoch, ap, time.perf_counter() - run.start_time)
@@ -307,7 +324,7 @@ def _finish(
         run.network.load_state_dict(best_state)
     run.network.eval()
     run.model.train_config = run.config.to_dict()
-    if run.val_pairs and run.config.tune_thresholds and best_state is not None:
+    if run.is_main and run.val_pairs and run.config.tune_thresholds and best_state is not None:
         tune_pairs = limit_pixels(run.val_pairs, run.config.tune_max_pixels)
         yield Notice(
             f"Choosing post-processing thresholds on {len(tune_pairs)} validation image(s)..."
@@ -320,6 +337,11 @@ def _finish(
                 params, counts, kept_start = start_params, start_counts, True
         run.model.postprocess = params
         yield ThresholdsChosen(params.to_dict(), {c.threshold: c.ap for c in counts})
+    if run.distributed is not None:  # every rank ends with rank 0's choice of weights
+        start = None if start_model is None else start_model.network
+        kept_start, message = ddp.agree_on_result(run.network, run.distributed, kept_start, start)
+        if run.is_main:
+            yield Notice(message)
     if kept_start:
         yield Notice(
             "Kept the starting model: fine-tuning did not improve validation AP "
@@ -336,6 +358,9 @@ def _same_weights(state: dict[str, torch.Tensor], model: SegmentationModel) -> b
 def _score_start(run: TrainingRun) -> Generator[TrainingEvent, None, None]:
     """Epoch 0: the starting model's training and validation loss (and AP); its weights
     are the checkpoint to beat."""
+    if not run.is_main:  # other ranks only keep the checkpoint: rank 0 decides on it
+        run.best_state = state_copy(run.network)
+        return
     started = time.perf_counter()
     val_loss = run.validation_loss()
     assert val_loss is not None  # only called with validation patches
@@ -389,7 +414,10 @@ def _step(run: TrainingRun) -> torch.Tensor | None:
     # sparse 3D data under bf16 after ~500 steps); it is skipped, and large but finite
     # gradients are clipped, as nnU-Net does.
     norm = torch.nn.utils.clip_grad_norm_(run.network.parameters(), MAX_GRAD_NORM)
-    if not bool(torch.isfinite(norm)):
+    finite = bool(torch.isfinite(norm))
+    if run.distributed is not None:  # skipped on every rank or none
+        finite = ddp.all_ranks(finite, run.distributed)
+    if not finite:
         run.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             for buffer, kept in zip(run.network.buffers(), buffers, strict=True):

@@ -26,6 +26,7 @@ from .config import (
 )
 from .data import TrainingPair, split_validation
 from .device import autocast, autocast_dtype, resolve_device
+from .distributed import DistributedContext, common_seed, rank_seed, wrap
 from .errors import InputError
 from .image_adapter import Adaptation, AdaptOptions, channel_weights
 from .losses import boundary_class_weights, segmentation_loss
@@ -78,6 +79,19 @@ class TrainingRun:
     bad_epochs: int = 0
     last_step_event: float = 0.0
     skipped_steps: int = 0
+    distributed: DistributedContext | None = None
+    # Multi-process runs: rank 0's elapsed seconds, agreed before each step, so that every
+    # rank follows the same time budget and learning-rate schedule.
+    shared_elapsed: float | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process validates and reports (always, unless multi-process)."""
+        return self.distributed is None or self.distributed.is_main
+
+    @property
+    def world_size(self) -> int:
+        return 1 if self.distributed is None else self.distributed.world_size
 
     @property
     def mode(self) -> str:
@@ -98,7 +112,10 @@ class TrainingRun:
         if self.total_steps:
             fractions.append(self.step / self.total_steps)
         if self.config.time_budget:
-            fractions.append((time.perf_counter() - self.start_time) / self.config.time_budget)
+            elapsed = self.shared_elapsed
+            if elapsed is None:
+                elapsed = time.perf_counter() - self.start_time
+            fractions.append(elapsed / self.config.time_budget)
         return min(1.0, max(fractions))
 
     def validation_loss(self) -> float | None:
@@ -113,10 +130,24 @@ class TrainingRun:
 
 
 def set_up(
-    pairs, config, model_config, val_pairs, initial_model, device, adapt
+    pairs,
+    config,
+    model_config,
+    val_pairs,
+    initial_model,
+    device,
+    adapt,
+    distributed: DistributedContext | None = None,
 ) -> tuple[TrainingRun, Adaptation]:
-    """Check and fit the data, build the model, sampler and optimiser: the run's start."""
+    """Check and fit the data, build the model, sampler and optimiser: the run's start.
+
+    With ``distributed``, each rank draws its own patches and trains the network in DDP.
+    """
     device = resolve_device(device)
+    rank = 0
+    if distributed is not None:
+        device, rank = distributed.device, distributed.rank
+        config = dataclasses.replace(config, seed=common_seed(config.seed, distributed))
     if not pairs:
         raise InputError("no training data: give at least one image with labels")
     adapt = adapt or AdaptOptions()
@@ -171,8 +202,9 @@ def set_up(
         model.network = widen_input(model.network, weights)
         model.config = model.network.config
     config = config.resolved(fine_tuning=fine_tuning)
+    seed = rank_seed(config.seed, rank)
     sampler = PatchSampler(
-        pairs, mode, patch, device, model.normalization, config.foreground_sampling, config.seed
+        pairs, mode, patch, device, model.normalization, config.foreground_sampling, seed
     )
     val_patches = (
         PatchSampler(val_pairs, mode, patch, device, model.normalization).grid_patches(
@@ -183,10 +215,11 @@ def set_up(
     )
     # Module.to's overloads omit the memory_format keyword that it accepts and documents.
     network = model.network.to(memory_format=memory_format(ndim))  # pyright: ignore[reportCallIssue]
+    trained = network if distributed is None else wrap(network, distributed)
     run = TrainingRun(
         model=model,
         network=network,
-        forward=torch.compile(network) if config.compile and device.type == "cuda" else network,
+        forward=torch.compile(trained) if config.compile and device.type == "cuda" else trained,
         optimizer=torch.optim.AdamW(
             network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         ),
@@ -197,9 +230,10 @@ def set_up(
         device=device,
         amp_dtype=autocast_dtype(device) if config.mixed_precision else None,
         class_weights=_class_weights(sampler, device) if mode == "boundary" else None,
-        generator=torch.Generator().manual_seed(config.seed if config.seed is not None else 0),
+        generator=torch.Generator().manual_seed(seed if seed is not None else 0),
         batch_size=config.batch_size,
         patch_shape=patch,
+        distributed=distributed,
     )
     return run, fitted
 

@@ -26,7 +26,11 @@ def find_layer(viewer: Any, name: str, kind: type) -> Any:
 
 
 def layer_image_data(image_layer: Image):
-    """The full-resolution array of an image layer (level 0 of a multiscale image)."""
+    """The full-resolution array of an image layer (level 0 of a multiscale image).
+
+    The array is returned as the layer holds it: a dask or zarr array (or a pyramid's level
+    0) stays lazy, and readers such as the prediction job take one frame at a time from it.
+    """
     return image_layer.data[0] if image_layer.multiscale else image_layer.data
 
 

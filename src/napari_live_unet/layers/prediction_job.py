@@ -8,23 +8,46 @@ written: the widget hands over the layer's array.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..engine.config import ModelConfig, PostprocessConfig
 from ..engine.errors import InputError
-from ..engine.image_adapter import AUTO_FIT, Adaptation, AdaptOptions, scale_postprocess
-from ..engine.model import SegmentationModel
-from ..engine.postprocess import instances_from_outputs
+from ..engine.image_adapter import AUTO_FIT, Adaptation, AdaptOptions
+from ..engine.model import BLOCKWISE_ABOVE, SegmentationModel
+from ..engine.output_cache import FrameOutputCache
 from ..engine.predict import TilesDone
+from .prediction_result import (
+    CACHE_BYTES_PER_PIXEL,
+    LabelStack,
+    PredictionResult,
+    frame_instances,
+    new_result,
+)
 
-CACHE_MAX_PIXELS = 64_000_000
-"""Keep per-frame post-processing caches only up to this many pixels in all (about 10 bytes
-per pixel); above it, threshold changes recompute every intermediate map."""
+__all__ = [
+    "CACHE_MAX_BYTES",
+    "FramePlan",
+    "FramePredicted",
+    "FrameRelabelled",
+    "InputFitted",
+    "LabelStack",
+    "PredictionProgress",
+    "PredictionResult",
+    "new_result",
+    "plan_frames",
+    "prediction_job",
+    "relabel_job",
+]
+
+CACHE_MAX_BYTES = 64_000_000 * CACHE_BYTES_PER_PIXEL
+"""Post-processing caches a job keeps when not told its budget (64 million pixels' worth);
+beyond the budget, threshold changes recompute every intermediate map of a frame."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,16 @@ class FramePlan:
     def frames(self) -> Iterator[tuple[int, ...]]:
         """Index of each frame into the leading axes, in order."""
         return iter(np.ndindex(*self.leading))
+
+    def position(self, index: tuple[int, ...]) -> int:
+        """Number of the frame at ``index`` in :meth:`frames` order."""
+        return int(np.ravel_multi_index(index, self.leading)) if self.leading else 0
+
+    def index(self, position: int) -> tuple[int, ...]:
+        """Index into the leading axes of frame number ``position``."""
+        if not self.leading:
+            return ()
+        return tuple(int(i) for i in np.unravel_index(position, self.leading))
 
 
 def plan_frames(
@@ -130,54 +163,6 @@ def plan_frames(
     return FramePlan(shape, shape[:n_leading], spatial, channel_axis, kept)
 
 
-@dataclass
-class PredictionResult:
-    """Network outputs of every frame, kept to re-run post-processing cheaply."""
-
-    image_name: str
-    plan: FramePlan
-    mode: str
-    params: PostprocessConfig
-    outputs: list[np.ndarray] = field(default_factory=list)
-    labels: list[np.ndarray] = field(default_factory=list)
-    caches: list[dict | None] = field(default_factory=list)
-    # The zoom the image got before the network, one or per axis (thresholds scale by it).
-    zoom: float | tuple[float, ...] = 1.0
-    sampling: tuple[float, ...] | None = None  # voxel size of the outputs, when known
-    ndim: int = 2
-    adaptations: list[str] = field(default_factory=list)  # distinct descriptions, in order
-
-    def instance_params(self, params: PostprocessConfig) -> PostprocessConfig:
-        """``params`` as applied to these outputs (sizes scaled by the zoom)."""
-        return scale_postprocess(params, self.zoom, self.ndim)
-
-    def input_note(self) -> str:
-        """What was done to fit the image, for the status line ("" if unknown)."""
-        if not self.adaptations:
-            return ""
-        more = " (first frame; frames differ)" if len(self.adaptations) > 1 else ""
-        return self.adaptations[0] + more
-
-    def labels_array(self) -> np.ndarray:
-        return _stack(self.labels, self.plan)
-
-    def output_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Foreground probability and auxiliary map of all frames, float32."""
-        return (
-            _stack([o[0] for o in self.outputs], self.plan, np.float32),
-            _stack([o[1] for o in self.outputs], self.plan, np.float32),
-        )
-
-
-def _stack(frames: list[np.ndarray], plan: FramePlan, dtype=None) -> np.ndarray:
-    if not plan.leading:
-        return np.asarray(frames[0], dtype)
-    out = np.empty(plan.labels_shape, dtype or frames[0].dtype)
-    for index, frame in zip(plan.frames(), frames, strict=True):
-        out[index] = frame
-    return out
-
-
 @dataclass(frozen=True)
 class PredictionProgress:
     """Tiles done of the (estimated) total for all frames."""
@@ -195,12 +180,15 @@ class InputFitted:
 
 @dataclass(frozen=True)
 class FramePredicted:
-    """One frame's network outputs, instance labels and post-processing cache."""
+    """One frame's instance labels and post-processing cache, and its network outputs
+    (None when the job put them into an output cache: events queued for the main thread
+    then hold no outputs)."""
 
     index: tuple[int, ...]
-    outputs: np.ndarray
+    outputs: np.ndarray | None
     labels: np.ndarray
     cache: dict | None
+    position: int = 0  # number of the frame, in frame order
 
 
 @dataclass(frozen=True)
@@ -222,6 +210,8 @@ def prediction_job(
     stop: threading.Event,
     device: str | None = None,
     adapt: AdaptOptions | None = AUTO_FIT,
+    outputs: FrameOutputCache | None = None,
+    cache_bytes: int = CACHE_MAX_BYTES,
 ) -> Iterator[PredictionEvent]:
     """Predict every frame of ``data``; a job for a worker.
 
@@ -229,15 +219,23 @@ def prediction_job(
     frame), :class:`InputFitted` when a frame was fitted to the model, and a
     :class:`FramePredicted` per frame, in order. ``adapt`` says how frames are fitted to
     the model (None: they are in its terms already); ``params`` are applied as
-    :meth:`SegmentationModel.instances` applies them with ``adapt.diameter``. Ends early
-    once ``stop`` is set (checked between batches of tiles). Frames are read one at a time
-    with ``np.asarray``, so a lazy (dask) array is computed frame by frame, in the worker.
+    :meth:`SegmentationModel.instances` applies them with ``adapt.diameter`` (large frames
+    block by block). Ends early once ``stop`` is set (checked between batches of tiles).
+
+    Frames are read one at a time with ``np.asarray(data[index])``, so a lazy (dask, zarr)
+    array is computed frame by frame, in the worker. With an ``outputs`` cache, each
+    frame's network outputs go into it (here, in the worker: spilling to disk is I/O)
+    instead of into the events. A frame's post-processing cache (about
+    :data:`CACHE_BYTES_PER_PIXEL` bytes per pixel) is kept while all kept so far fit in
+    ``cache_bytes``, and never for frames post-processed block by block.
     """
-    keep_caches = plan.n_frames * int(np.prod(plan.spatial)) <= CACHE_MAX_PIXELS
+    pixels = max(1, math.prod(plan.spatial))
+    per_frame = pixels * CACHE_BYTES_PER_PIXEL
+    cache_frames = 0 if pixels > BLOCKWISE_ABOVE else cache_bytes // per_frame
     read = 0
     zoom = model.image_zoom(adapt.diameter, adapt.voxel_size) if adapt is not None else 1.0
-    scaled = scale_postprocess(params, zoom, model.config.ndim)
     sampling = (adapt.voxel_size if adapt is not None else None) or model.config.voxel_size
+    ndim = model.config.ndim
 
     def frames() -> Iterator[np.ndarray]:
         nonlocal read
@@ -252,6 +250,7 @@ def prediction_job(
         frames(), channel_axis=plan.channel_axis, adapt=adapt, should_stop=stop.is_set
     )
     indices = plan.frames()
+    position = 0
     for item in stream:
         if isinstance(item, TilesDone):
             # The engine counts the tiles of the frames read so far; frames are alike.
@@ -260,11 +259,14 @@ def prediction_job(
         elif isinstance(item, Adaptation):
             yield InputFitted(item.describe())
         else:
-            cache: dict | None = {} if keep_caches else None
-            labels = instances_from_outputs(
-                item, model.config.mode, scaled, cache, sampling=sampling
-            )
-            yield FramePredicted(next(indices), item, labels, cache)
+            cache: dict | None = {} if position < cache_frames else None
+            mode = model.config.mode
+            labels = frame_instances(item, params, mode, zoom, ndim, sampling, cache, model)
+            if outputs is not None:
+                outputs.put(position, item)
+            kept = item if outputs is None else None
+            yield FramePredicted(next(indices), kept, labels, cache, position)
+            position += 1
             if stop.is_set():
                 return
 
@@ -273,13 +275,11 @@ def relabel_job(
     result: PredictionResult, params: PostprocessConfig, stop: threading.Event
 ) -> Iterator[FrameRelabelled]:
     """Labels of every frame from the cached outputs with new thresholds; a job for a
-    worker. Ends early (yielding nothing more) once ``stop`` is set: a newer request
-    follows."""
-    for i, outputs in enumerate(result.outputs):
+    worker. Frames are read back from the output cache one at a time. Ends early
+    (yielding nothing more) once ``stop`` is set: a newer request follows."""
+    for i in range(result.plan.n_frames):
         if stop.is_set():
             return
         cache = result.caches[i] if i < len(result.caches) else None
-        labels = instances_from_outputs(
-            outputs, result.mode, result.instance_params(params), cache, sampling=result.sampling
-        )
+        labels = result.frame_labels(result.outputs.get(i), params, cache)
         yield FrameRelabelled(i, labels)

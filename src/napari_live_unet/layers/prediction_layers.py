@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from napari.layers import Image, Labels, Shapes
 
@@ -38,7 +40,7 @@ def geometry(viewer, result: PredictionResult, image_layer=None) -> dict:
     }
 
 
-def set_layer(viewer, kind, name: str, data: np.ndarray, kwargs: dict):
+def set_layer(viewer, kind, name: str, data: Any, kwargs: dict):
     """Update the layer called ``name`` if it is a ``kind`` layer, else add one."""
     if name in viewer.layers and isinstance(viewer.layers[name], kind):
         layer = viewer.layers[name]
@@ -63,7 +65,11 @@ def show_labels(viewer, result: PredictionResult, image_layer=None) -> None:
 
 
 def show_outputs(viewer, result: PredictionResult) -> None:
-    """Add or update the foreground and boundary/distance Image layers (float32, 0..1)."""
+    """Add or update the foreground and boundary/distance Image layers (float32, 0..1).
+
+    Their data is lazy (dask): napari reads the frames it shows from the result's output
+    cache, one at a time, so a long series is never held whole in memory.
+    """
     foreground, aux = result.output_arrays()
     _, fg_name, aux_name = layer_names(result)
     style = {"blending": "additive", "contrast_limits": (0.0, 1.0), **geometry(viewer, result)}

@@ -30,8 +30,10 @@ from ..layers.layer_pairs import ground_truth_of, layer_choices, layer_image_dat
 from ..layers.prediction_job import (
     FramePredicted,
     InputFitted,
+    LabelStack,
     PredictionProgress,
     PredictionResult,
+    new_result,
     plan_frames,
     prediction_job,
     relabel_job,
@@ -221,20 +223,16 @@ class PredictWidget(QWidget):
             self._say(str(exc), error=True)
             return False
         params = self.params(model.postprocess)
-        ndim = model.config.ndim
-        self._pending = PredictionResult(
-            layer.name,
-            plan,
-            model.config.mode,
-            params,
-            zoom=zoom,
-            ndim=ndim,
-            sampling=adapt.voxel_size or model.config.voxel_size,
-        )
+        sampling = adapt.voxel_size or model.config.voxel_size
+        # Outputs beyond a share of the free memory spill to disk (in the worker).
+        self._pending = pending = new_result(layer.name, plan, model, params, zoom, sampling)
         self._image_layer = layer
         device = self.device_combo.currentText()
+        outputs, cache_bytes = pending.outputs, pending.cache_bytes
         self._jobs.start(
-            lambda stop: prediction_job(model, data, plan, params, stop, device, adapt),
+            lambda stop: prediction_job(
+                model, data, plan, params, stop, device, adapt, outputs, cache_bytes
+            ),
             self._on_predict_event,
             self._on_predict_end,
         )
@@ -264,8 +262,7 @@ class PredictWidget(QWidget):
             self.progress.setRange(0, max(1, event.total))
             self.progress.setValue(event.done)
         elif isinstance(event, FramePredicted):
-            pending.outputs.append(event.outputs)
-            pending.labels.append(event.labels)
+            pending.labels.put(event.position, event.labels)
             pending.caches.append(event.cache)
         elif isinstance(event, InputFitted) and event.text not in pending.adaptations:
             pending.adaptations.append(event.text)
@@ -282,7 +279,7 @@ class PredictWidget(QWidget):
         elif end.outcome is JobOutcome.STOPPED or layer not in self.viewer.layers:
             reason = self._stop_reason or "Prediction stopped; no layer was changed."
             self._say(reason, warn="deleted" in reason)
-        elif len(pending.outputs) < pending.plan.n_frames:
+        elif not pending.labels.complete:
             self._say("Prediction ended early; no layer was changed.", warn=True)
         else:
             self._result = pending
@@ -292,6 +289,8 @@ class PredictWidget(QWidget):
             self._say(self._summary())
             if self.params() != pending.params:  # thresholds moved while predicting
                 self.repostprocess()
+        if pending is not self._result:  # dropped: free its outputs (and files) now
+            pending.close()
         self._stop_reason = ""
 
     def _on_show_outputs(self, checked: bool) -> None:
@@ -302,7 +301,7 @@ class PredictWidget(QWidget):
         """Objects found, and how the image was fitted to the model."""
         result = self._result
         assert result is not None  # called once a prediction is shown
-        count = int(sum(int(labels.max(initial=0)) for labels in result.labels))
+        count = result.labels.count
         note = result.input_note()
         return f"'{result.image_name}': {count} object(s)." + (f" Input: {note}." if note else "")
 
@@ -322,10 +321,10 @@ class PredictWidget(QWidget):
             self._relabel.request_stop()
             return
         self._relabel_again = False
-        params, labels = self.params(), []
+        params, labels = self.params(), LabelStack(result.plan)
         self._relabel.start(
             lambda stop: relabel_job(result, params, stop),
-            lambda event: labels.append(event.labels),
+            lambda event: labels.put(event.position, event.labels),
             lambda end: self._on_relabel_end(end, result, params, labels),
         )
         self._say("Updating labels…")
@@ -333,11 +332,7 @@ class PredictWidget(QWidget):
     def _on_relabel_end(self, end: JobEnd, result, params, labels) -> None:
         if end.failure is not None:
             self.status.setText(f"Post-processing failed: {end.failure.message}")
-        elif (
-            end.outcome is JobOutcome.COMPLETED
-            and result is self._result
-            and len(labels) == len(result.outputs)
-        ):
+        elif end.outcome is JobOutcome.COMPLETED and result is self._result and labels.complete:
             result.labels, result.params = labels, params
             show_labels(self.viewer, result)
             self._say(self._summary())

@@ -1,0 +1,304 @@
+"""``live-unet predict``: label a folder, a TIFF or a (OME-)Zarr image under a memory limit.
+
+Small TIFFs are predicted whole, several at a time (tiles of consecutive images share
+batches). Images that do not fit the memory limit whole, time series, Zarr inputs, OME-Zarr
+outputs and runs on a dask cluster (``--workers``, ``--scheduler``) go block by block
+(:mod:`napari_live_unet.engine.large_image`), frame by frame, with memory bounded by the
+limit and not by the image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..engine import load_model_source, resolve_device
+from ..engine.atomic_write import remove_stale_temporaries
+from ..engine.block_plan import (
+    BLOCKS_IN_FLIGHT,
+    FrameLayout,
+    MemoryShare,
+    block_bytes,
+    default_chunks,
+    default_memory_limit,
+)
+from ..engine.errors import InputError
+from ..engine.image_source import ImageSource, is_zarr_path, list_images, open_image
+from ..engine.io import read_tiff, smallest_label_dtype, write_tiff_atomic
+from ..engine.large_image import ImagePlan, labels_axes, labels_shape, plan_image, segment_stored
+from ..engine.memory_estimate import available_memory_bytes, format_bytes
+from ..engine.model import SegmentationModel
+from ..engine.ome_zarr_labels import OmeZarrLabelsWriter
+from ..engine.output_checks import check_not_an_input, check_writable
+from ..engine.tiff_labels import TiffLabelsWriter
+from ..engine.tile_plan import check_tile_shape
+from ..engine.voxel_metadata import read_voxel_size
+from .commands import _adapt_options
+
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """``--memory-limit`` as bytes: ``1.5G``, ``800M``, ``2GiB``, ``4e9``."""
+    match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", text)
+    try:
+        value = float(match.group(1)) * _UNITS[match.group(2).lower()] if match else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(
+            f"--memory-limit must be a positive size such as 1.5G, 800M or 2GiB; got {text!r}"
+        )
+    return int(value)
+
+
+@dataclass
+class _Input:
+    """One input image and how it will be predicted."""
+
+    name: str
+    path: Path
+    plan: ImagePlan | None  # None: predicted whole, with the other small TIFFs
+    voxel_size: tuple[float, ...] | None
+    labels_shape: tuple[int, ...] = ()
+    labels_axes: str = ""
+    chunks: tuple[int, ...] = ()
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    adapt = _adapt_options(args)
+    zarr_out = args.out.suffix.lower() == ".zarr" or is_zarr_path(args.out)
+    check_not_an_input(args.out, [args.images])
+    check_writable(args.out, folder=True)
+    distributed = args.workers is not None or args.scheduler is not None
+    if args.workers is not None and args.scheduler is not None:
+        raise InputError("give --workers (a cluster on this machine) or --scheduler, not both")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    model = load_model_source(args.model, device)
+    model.voxel_zoom(adapt.voxel_size)  # a wrong number of axes is refused now
+    tile = None if args.tile_size is None else (args.tile_size,) * model.config.ndim
+    check_tile_shape(tile, model.config.size_multiples)
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    limit = (
+        parse_size(args.memory_limit)
+        if args.memory_limit is not None
+        else default_memory_limit(available_memory_bytes(torch.device("cpu")))
+    )
+    memory = MemoryShare.split(limit)
+    files = list_images(args.images)
+    if not zarr_out:
+        remove_stale_temporaries(args.out)
+    _refuse_existing(args, files, zarr_out)
+    # Check and plan every input before writing anything.
+    inputs = [
+        _plan_input(model, name, path, memory, args, adapt, zarr_out or distributed, tile)
+        for name, path in tqdm(
+            files.items(), desc="checking", unit="image", file=sys.stderr, leave=False, disable=None
+        )
+    ]
+    if args.save_maps and any(i.plan is not None for i in inputs):
+        raise InputError(
+            "--save-maps writes maps of images predicted whole; leave it out for Zarr images, "
+            "OME-Zarr output, --workers/--scheduler and images larger than --memory-limit"
+        )
+    start, pixels = time.perf_counter(), 0
+    notes: collections.Counter[str] = collections.Counter()
+    client = None
+    if distributed:
+        from ..engine.dask_blocks import start_client
+
+        client = start_client(args.workers, args.scheduler, limit)
+    try:
+        small = [i for i in inputs if i.plan is None]
+        pixels += _predict_whole(model, small, adapt, tile, args, notes)
+        for item in (i for i in inputs if i.plan is not None):
+            pixels += _predict_blocks(model, item, memory, args, zarr_out, client, device, notes)
+    finally:
+        if client is not None:
+            from ..engine.dask_blocks import stop_client
+
+            stop_client(client)
+    seconds = time.perf_counter() - start
+    for description, n in notes.most_common():
+        print(f"{n} image(s): {description}")
+    where = f"{args.workers} dask worker(s)" if args.workers else str(device)
+    where = f"the cluster at {args.scheduler}" if args.scheduler else where
+    print(
+        f"wrote {len(inputs)} label images to {args.out} "
+        f"({pixels / 1e6 / seconds:.2f} MP/s end to end on {where}; "
+        f"memory limit {format_bytes(limit)})"
+    )
+    return 0
+
+
+def _refuse_existing(args: argparse.Namespace, files: dict[str, Path], zarr_out: bool) -> None:
+    if zarr_out:
+        existing = [n for n in files if (args.out / "labels" / n).exists()]
+    else:
+        existing = [n for n in files if (args.out / f"{n}.tif").exists()]
+    if existing and not args.overwrite:
+        raise InputError(
+            f"--out {args.out}: already holds {len(existing)} of the label images this would "
+            f"write ({', '.join(sorted(existing)[:3])}"
+            + (", ..." if len(existing) > 3 else "")
+            + "). Choose another output, or pass --overwrite to replace them."
+        )
+
+
+def _plan_input(
+    model: SegmentationModel,
+    name: str,
+    path: Path,
+    memory: MemoryShare,
+    args: argparse.Namespace,
+    adapt,
+    always_blocks: bool,
+    tile: tuple[int, ...] | None,
+) -> _Input:
+    """Open one input (metadata only), check it fits the model and the memory limit, and
+    decide whether it is predicted whole or block by block."""
+    ndim = model.config.ndim
+    with open_image(path) as source:
+        layout = FrameLayout.of(source.axes, ndim, str(path))
+        shape = tuple(int(s) for s in source.array.shape)
+        spatial = layout.spatial_shape(shape)
+        voxel = adapt.voxel_size or _source_voxel_size(source, ndim)
+        whole = block_bytes(spatial, layout.n_channels(shape))
+        blocks = (
+            always_blocks
+            or source.kind != "tiff"
+            or any(
+                source.axes[a] != "q" or shape[a] > 8 for a in layout.frame_axes
+            )  # a series, not a few channels
+            or whole > BLOCKS_IN_FLIGHT * memory.per_block
+        )
+        if not blocks:
+            model.check_fits(read_tiff(path), adapt, name=str(path))
+            return _Input(name, path, None, voxel or read_voxel_size(path, ndim))
+        read_chunks = layout.spatial_shape(source.chunks)
+        out_chunks = read_chunks if source.kind != "tiff" else default_chunks(spatial)
+        plan = plan_image(
+            model,
+            shape,
+            layout,
+            memory,
+            out_chunks,
+            read_chunks=read_chunks,
+            itemsize=np.dtype(source.array.dtype).itemsize,
+            adapt=adapt,
+            voxel_size=voxel,
+            tile_shape=tile,
+            batch_size=args.batch_size,
+            name=str(path),
+        )
+        axes = labels_axes(layout).replace("q", "t")
+        if not re.fullmatch("t?z?yx", axes):
+            raise InputError(
+                f"{path}: axes '{source.axes}' leave labels with axes '{axes}'; "
+                "at most one time axis is supported besides the spatial axes"
+            )
+        frames = (1,) * len(layout.frame_axes)
+        return _Input(
+            name,
+            path,
+            plan,
+            voxel,
+            labels_shape(shape, layout),
+            axes,
+            frames + tuple(out_chunks),
+        )
+
+
+def _source_voxel_size(source: ImageSource, ndim: int) -> tuple[float, ...] | None:
+    size = source.voxel_size
+    return tuple(size[-ndim:]) if size is not None and len(size) >= ndim else None
+
+
+def _predict_whole(model, inputs: list[_Input], adapt, tile, args, notes) -> int:
+    """Small TIFFs, whole: tiles of consecutive images share batches, and post-processing
+    of one image overlaps prediction of the next."""
+    if not inputs:
+        return 0
+    results = model.segment_many(
+        (read_tiff(i.path) for i in inputs),
+        voxel_sizes=(i.voxel_size for i in inputs),
+        adapt=adapt,
+        tile_shape=tile,
+        batch_size=args.batch_size,
+        on_message=lambda m: tqdm.write(m, file=sys.stderr),
+        on_adapted=lambda a: notes.update([a.describe()]),
+    )
+    pixels = 0
+    for item, (maps, labels) in tqdm(
+        zip(inputs, results, strict=True),
+        total=len(inputs),
+        desc="predicting",
+        disable=None,
+        unit="image",
+        file=sys.stderr,
+    ):
+        write_tiff_atomic(
+            args.out / f"{item.name}.tif", labels.astype(smallest_label_dtype(int(labels.max())))
+        )
+        if args.save_maps:
+            write_tiff_atomic(args.out / f"{item.name}_maps.tif", maps.astype(np.float32))
+        pixels += labels.size
+    return pixels
+
+
+def _predict_blocks(model, item: _Input, memory, args, zarr_out, client, device, notes) -> int:
+    """One image block by block, into an OME-Zarr labels group or a TIFF."""
+    assert item.plan is not None
+    if zarr_out:
+        writer = OmeZarrLabelsWriter(
+            args.out,
+            item.name,
+            item.labels_shape,
+            item.labels_axes,
+            item.chunks,
+            voxel_size=item.voxel_size,
+            overwrite=args.overwrite,
+        )
+    else:
+        writer = TiffLabelsWriter(args.out / f"{item.name}.tif", item.labels_shape, item.chunks)
+    total = item.plan.blocks_per_frame * len(item.plan.frames)
+    with (
+        writer,
+        open_image(item.path) as source,
+        tqdm(total=total, desc=item.name, unit="block", file=sys.stderr, disable=None) as bar,
+    ):
+        runner = None
+        if client is not None:
+            from ..engine.dask_blocks import DaskBlocks
+
+            runner = DaskBlocks(client, model, str(item.path), str(writer.level0_path), str(device))
+        largest = 0
+        for done in segment_stored(
+            model,
+            source.array,
+            item.plan,
+            writer.array,
+            runner=runner,
+            progress=lambda: bar.update(1),
+            name=str(item.path),
+        ):
+            largest = max(largest, done.count)
+            notes.update([done.note])
+        if isinstance(writer, OmeZarrLabelsWriter):
+            writer.finish(memory.per_block)
+        else:
+            writer.finish(largest, memory.per_block)
+    return math.prod(item.labels_shape)

@@ -1,0 +1,181 @@
+"""Segment one stored image frame by frame and block by block under a memory limit.
+
+:func:`segment_stored` ties the pieces together for one image: it splits the memory limit
+(:class:`~napari_live_unet.engine.block_plan.MemoryShare`), sizes the blocks to whole
+output chunks (:func:`~napari_live_unet.engine.block_plan.plan_core`), and for each frame
+surveys the fit, labels every block (in this process or on a cluster), merges the pieces
+across block faces and writes the final ids. Nothing here holds a whole frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from .block_plan import FrameLayout, MemoryShare, plan_core
+from .block_predict import (
+    BlockJob,
+    FrameFit,
+    LocalBlocks,
+    check_label_room,
+    final_ids,
+    plan_job,
+    survey_frame,
+)
+from .blockwise import BlockLabels
+from .image_adapter import AUTO_FIT, AdaptOptions
+from .model import SegmentationModel
+
+
+class BlockRunner(Protocol):
+    """Where block tasks run: :class:`~.block_predict.LocalBlocks` or a dask cluster."""
+
+    def label_frame(
+        self,
+        job: BlockJob,
+        frame: tuple[int, ...],
+        fit: FrameFit,
+        progress: Callable[[], object] | None = None,
+    ) -> Iterator[BlockLabels]: ...
+
+    def relabel_frame(self, frame, cores, luts) -> None: ...
+
+
+@dataclass(frozen=True)
+class FrameDone:
+    """One frame is written: its index into the frame axes, its object count, and how it
+    was fitted to the model."""
+
+    frame: tuple[int, ...]
+    count: int
+    note: str
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """The blocks of one image and what each frame shares."""
+
+    job: BlockJob
+    frames: list[tuple[int, ...]]
+    options: AdaptOptions
+
+    @property
+    def blocks_per_frame(self) -> int:
+        return len(self.job.cores())
+
+
+def plan_image(
+    model: SegmentationModel,
+    shape: tuple[int, ...],
+    layout: FrameLayout,
+    memory: MemoryShare,
+    out_chunks: tuple[int, ...],
+    *,
+    read_chunks: tuple[int, ...] | None = None,
+    itemsize: int = 1,
+    adapt: AdaptOptions = AUTO_FIT,
+    voxel_size: tuple[float, ...] | None = None,
+    tile_shape: tuple[int, ...] | None = None,
+    batch_size: int = 8,
+    name: str = "image",
+) -> ImagePlan:
+    """Plan the blocks of an image of ``shape`` (the stored array's) before reading it.
+
+    Raises
+    ------
+    InputError
+        If the image does not fit the model's dimensions, or one output or input chunk with
+        its margins does not fit the memory limit's share for a block.
+    """
+    options = dataclasses.replace(adapt, voxel_size=voxel_size or adapt.voxel_size)
+    model.voxel_zoom(options.voxel_size)  # refuses a wrong number of axes
+    zoom = model.image_zoom(options.diameter, options.voxel_size)
+    spatial = layout.spatial_shape(shape)
+    probe = plan_job(model, layout, spatial, spatial, zoom, options.voxel_size)
+    reach = tuple(h + m for h, m in zip(probe.halo, probe.margin, strict=True))
+    core = plan_core(
+        spatial,
+        out_chunks,
+        reach,
+        memory.per_block,
+        layout.n_channels(shape),
+        name,
+        read_chunks=read_chunks,
+        itemsize=itemsize,
+    )
+    job = dataclasses.replace(
+        probe,
+        core=core,
+        tile_shape=tile_shape,
+        batch_size=batch_size,
+        max_tile_bytes=memory.network,
+    )
+    return ImagePlan(job, list(layout.frames(shape)), options)
+
+
+def segment_stored(
+    model: SegmentationModel,
+    array: Any,
+    plan: ImagePlan,
+    out: Any,
+    *,
+    runner: BlockRunner | None = None,
+    progress: Callable[[], object] | None = None,
+    name: str = "image",
+) -> Iterator[FrameDone]:
+    """Write instance labels of every frame of ``array`` into ``out``, frame by frame.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        The model (used here for the survey of each frame; the runner has its own copy).
+    array : array-like
+        The stored image (numpy slicing, read block by block).
+    plan : ImagePlan
+        From :func:`plan_image`.
+    out : array-like
+        Unsigned integer array of shape ``frame axes + spatial`` (a zarr array), written
+        block by block: local ids first, final ids 1..N per frame after each frame.
+    runner : BlockRunner, optional
+        Where blocks run; by default in this process.
+    progress : callable, optional
+        Called after each block.
+    name : str
+        The image, for messages.
+
+    Yields
+    ------
+    FrameDone
+        After each frame is complete in ``out``.
+    """
+    runner = runner or LocalBlocks(model, array, out)
+    job = plan.job
+    cores = job.cores()
+    for frame in plan.frames:
+        fit = survey_frame(model, array, job.layout, frame, cores, plan.options)
+        summaries = list(runner.label_frame(job, frame, fit, progress))
+        ordered, luts, count = final_ids(summaries, job.params.min_size)
+        check_label_room(count, out, name)
+        runner.relabel_frame(frame, ordered, luts)
+        yield FrameDone(frame, count, fit.note)
+
+
+def labels_shape(shape: tuple[int, ...], layout: FrameLayout) -> tuple[int, ...]:
+    """Shape of the labels of an image: its frame axes, then its spatial axes."""
+    return tuple(int(shape[a]) for a in layout.frame_axes) + layout.spatial_shape(shape)
+
+
+def labels_axes(layout: FrameLayout) -> str:
+    """Axis letters of the labels (frame axes then spatial), e.g. ``tyx``."""
+    letters = [layout.axes[a] for a in layout.frame_axes]
+    spatial = "zyx"[3 - len(layout.spatial_axes) :]
+    return "".join(letters) + spatial
+
+
+def label_dtype() -> np.dtype:
+    """Labels are written as uint32 (counts are known only at the end)."""
+    return np.dtype(np.uint32)

@@ -1,0 +1,125 @@
+"""The predict widget on long series, lazy and multiscale layers, under a memory cap
+(issue 13, item 3), in a real napari viewer."""
+
+import numpy as np
+import pytest
+
+from napari_live_unet.engine.output_cache import FrameOutputCache
+from napari_live_unet.layers import prediction_result
+from napari_live_unet.layers.current_model import current_model
+from napari_live_unet.widgets.predict import PredictWidget
+
+from .conftest import synthetic_nuclei
+from .test_predict_widget import WAIT_MS, FakeNetwork, run_prediction, tiny_model, wait_idle
+
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("no_current_model")]
+
+FRAME_BYTES = 2 * 64 * 64 * 2  # one 64 x 64 frame's outputs, float16
+
+
+@pytest.fixture
+def widget_with(make_napari_viewer):
+    def make(model):
+        viewer = make_napari_viewer()
+        widget = PredictWidget(viewer)
+        viewer.window.add_dock_widget(widget)
+        current_model.set(model, "test model")
+        return viewer, widget
+
+    return make
+
+
+def series_model():
+    """A model whose network gives ideal outputs for one of four label images, picked by
+    the frame's first pixel."""
+    truths = [synthetic_nuclei((64, 64), n=6, seed=s)[1] for s in range(4)]
+    model = tiny_model()
+    model.predict_stream = FakeNetwork(lambda image: truths[int(image.flat[0]) % 4])
+    return model
+
+
+def counted_gets(monkeypatch):
+    """Frames read from any output cache, by position."""
+    reads = []
+    get = FrameOutputCache.get
+
+    def counting_get(self, position):
+        reads.append(position)
+        return get(self, position)
+
+    monkeypatch.setattr(FrameOutputCache, "get", counting_get)
+    return reads
+
+
+def test_a_long_series_spills_outputs_and_shows_them_lazily(widget_with, qtbot, monkeypatch):
+    # A cap of 3 frames' outputs (and 3 frames' post-processing caches... of 10 B/pixel).
+    cap = 2 * 3 * FRAME_BYTES
+    monkeypatch.setattr(prediction_result, "memory_cap", lambda: cap)
+    viewer, widget = widget_with(series_model())
+    series = np.repeat(np.arange(100, dtype=np.float32), 64 * 64).reshape(100, 64, 64)
+    layer = viewer.add_image(series, name="movie")
+    run_prediction(qtbot, widget, layer)
+    result = widget._result
+    predictions = viewer.layers["movie predictions"]
+    assert predictions.data.shape == (100, 64, 64) and predictions.data.dtype == np.uint16
+    assert result.outputs.memory_bytes <= result.outputs.max_bytes <= 3 * FRAME_BYTES
+    assert len(result.outputs) == 100 and len(result.outputs.spilled) >= 97
+    before = np.array(predictions.data)
+    assert before.max() > 0
+
+    # Re-thresholding reads the spilled frames back: other labels, then the same again.
+    min_size = widget.min_size.value()
+    widget.min_size.setValue(100_000)
+    qtbot.waitUntil(lambda: viewer.layers["movie predictions"].data.max() == 0, timeout=WAIT_MS)
+    widget.min_size.setValue(min_size)
+    wait_idle(qtbot, widget)
+    qtbot.waitUntil(
+        lambda: np.array_equal(viewer.layers["movie predictions"].data, before), timeout=WAIT_MS
+    )
+    assert result.outputs.memory_bytes <= result.outputs.max_bytes
+
+    # The outputs layers are lazy: napari reads the frames it shows, not the series.
+    reads = counted_gets(monkeypatch)
+    widget.show_outputs.setChecked(True)
+    foreground = viewer.layers["movie foreground"]
+    assert not isinstance(foreground.data, np.ndarray)
+    assert foreground.data.shape == (100, 64, 64) and foreground.data.dtype == np.float32
+    assert 0 < len(reads) <= 10, reads
+    viewer.dims.set_current_step(0, 42)
+    assert 42 in reads and len(reads) <= 20
+    np.testing.assert_array_equal(
+        np.asarray(foreground.data[42]), result.outputs.get(42)[0].astype(np.float32)
+    )
+
+
+def test_a_dask_layer_is_read_one_frame_at_a_time(widget_with, qtbot):
+    da = pytest.importorskip("dask.array")
+    reads = []
+
+    def frame(block, block_info=None):
+        reads.append(block_info[0]["chunk-location"][0])
+        return block
+
+    source = np.repeat(np.arange(12, dtype=np.float32), 64 * 64).reshape(12, 64, 64)
+    lazy = da.from_array(source, chunks=(1, 64, 64)).map_blocks(frame, dtype=np.float32)
+    viewer, widget = widget_with(series_model())
+    layer = viewer.add_image(lazy, name="lazy", contrast_limits=(0, 12))
+    reads.clear()  # what napari read to show it
+    run_prediction(qtbot, widget, layer)
+    assert viewer.layers["lazy predictions"].data.shape == (12, 64, 64)
+    # Each frame once (no whole-array compute in one go), in order.
+    assert sorted(reads) == list(range(12))
+
+
+def test_a_multiscale_layer_is_predicted_at_full_resolution(widget_with, qtbot):
+    da = pytest.importorskip("dask.array")
+    image, _ = synthetic_nuclei((128, 96), seed=4)
+    level0 = da.from_array(image, chunks=(64, 48))
+    level1 = da.from_array(image[::2, ::2], chunks=(64, 48))
+    viewer, widget = widget_with(tiny_model())
+    layer = viewer.add_image([level0, level1], name="pyramid", multiscale=True)
+    assert layer.multiscale
+    run_prediction(qtbot, widget, layer)
+    predictions = viewer.layers["pyramid predictions"]
+    assert predictions.data.shape == (128, 96)
+    assert isinstance(layer.data[0], da.Array)  # the pyramid was left as it was
