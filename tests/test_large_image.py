@@ -94,6 +94,17 @@ def _nuclei_image(shape, seed=0):
     return (image * 200).clip(0, 255).astype(np.uint8), labels
 
 
+def _budget(model, axes, shape, core):
+    """A block budget that fits blocks of ``core`` (plus margins) and no larger."""
+    layout = FrameLayout.of(axes, model.config.ndim)
+    roomy = MemoryShare(limit=2**40, baseline=0, network=64 * MB, per_block=2**39)
+    job = plan_image(model, shape, layout, roomy, core).job
+    spatial = layout.spatial_shape(shape)
+    reach = [h + m for h, m in zip(job.halo, job.margin, strict=True)]
+    read = [min(s, c + 2 * r) for s, c, r in zip(spatial, core, reach, strict=True)]
+    return int(1.05 * block_bytes(read))
+
+
 def _blocks(model, image, axes, per_block, chunks, **kwargs):
     layout = FrameLayout.of(axes, model.config.ndim)
     memory = MemoryShare(limit=2**31, baseline=0, network=64 * MB, per_block=per_block)
@@ -119,7 +130,8 @@ def _single_pieces(labels):
 def test_blocks_match_the_whole_image_2d(starter):
     image, _ = _nuclei_image((700, 640))
     whole = starter.segment(image)
-    out, plan, done = _blocks(starter, image, "yx", 30 * MB, (128, 128))
+    budget = _budget(starter, "yx", image.shape, (128, 128))
+    out, plan, done = _blocks(starter, image, "yx", budget, (128, 128))
     assert plan.blocks_per_frame >= 4  # the test needs seams
     labels = out.astype(np.int32)
     assert match_counts(whole, labels, [0.5])[0].ap >= 0.99
@@ -181,7 +193,8 @@ def test_blocks_match_the_whole_image_3d_with_frames():
     model.input = dataclasses.replace(model.input, diameter_range=(6.0, 10.0))  # halo 21
     volume = _distance_volume((32, 128, 120))
     series = np.stack([volume, volume[:, ::-1].copy()])  # t, z, y, x
-    out, plan, done = _blocks(model, series, "tzyx", 30 * MB, (8, 32, 32))
+    budget = _budget(model, "tzyx", series.shape, (8, 32, 32))
+    out, plan, done = _blocks(model, series, "tzyx", budget, (8, 32, 32))
     assert plan.blocks_per_frame >= 8 and len(done) == 2
     for t in range(2):
         whole = model.segment(series[t])
@@ -197,9 +210,11 @@ def test_every_block_sees_one_fit_of_the_whole_frame(starter):
     image, _ = _nuclei_image((512, 512), seed=3)
     image[:, 256:] = image[:, 256:] // 8  # a dim half: its own percentiles would differ
     whole = starter.segment(image, adapt=AdaptOptions(polarity="bright"))
-    out, _, done = _blocks(
-        starter, image, "yx", 30 * MB, (128, 128), adapt=AdaptOptions(polarity="bright")
+    budget = _budget(starter, "yx", image.shape, (128, 128))
+    out, plan, done = _blocks(
+        starter, image, "yx", budget, (128, 128), adapt=AdaptOptions(polarity="bright")
     )
+    assert plan.blocks_per_frame >= 4
     assert match_counts(whole, out.astype(np.int32), [0.5])[0].ap >= 0.99
     assert "bright" in done[0].note
 

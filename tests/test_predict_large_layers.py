@@ -1,9 +1,12 @@
 """The predict widget on long series, lazy and multiscale layers, under a memory cap
 (issue 13, item 3), in a real napari viewer."""
 
+import threading
+
 import numpy as np
 import pytest
 
+from napari_live_unet.engine.metrics import match_counts
 from napari_live_unet.engine.output_cache import FrameOutputCache
 from napari_live_unet.layers import prediction_result
 from napari_live_unet.layers.current_model import current_model
@@ -11,6 +14,7 @@ from napari_live_unet.widgets.predict import PredictWidget
 
 from .conftest import synthetic_nuclei
 from .test_predict_widget import WAIT_MS, FakeNetwork, run_prediction, tiny_model, wait_idle
+from .test_prediction_plan import nuclei_frame, pixel_model
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("no_current_model")]
 
@@ -123,3 +127,126 @@ def test_a_multiscale_layer_is_predicted_at_full_resolution(widget_with, qtbot):
     predictions = viewer.layers["pyramid predictions"]
     assert predictions.data.shape == (128, 96)
     assert isinstance(layer.data[0], da.Array)  # the pyramid was left as it was
+
+
+class RecordingArray:
+    """A lazy (dask) image that records the size of every read made off the main thread
+    (by the prediction, not by napari's display)."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.largest_read = 0
+
+    def __getitem__(self, key):
+        part = np.asarray(self.array[key])
+        if threading.current_thread() is not threading.main_thread():
+            self.largest_read = max(self.largest_read, part.size)
+        return part
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[...], dtype)
+
+
+def test_a_frame_beyond_the_memory_cap_is_predicted_block_by_block(widget_with, qtbot, monkeypatch):
+    da = pytest.importorskip("dask.array")
+    # 1024² predicted whole takes about 64 MiB; a 100 MiB cap leaves 2 blocks 18 MiB each.
+    monkeypatch.setattr(prediction_result, "memory_cap", lambda: 100 * 2**20)
+    model = pixel_model()
+    frame = nuclei_frame((1024, 1024))
+    lazy = RecordingArray(da.from_array(frame, chunks=(256, 256)))
+    viewer, widget = widget_with(model)
+    layer = viewer.add_image(lazy, name="big", contrast_limits=(0, 255))
+    run_prediction(qtbot, widget, layer)
+    result = widget._result
+    assert result is not None and result.blockwise, widget.status.text()
+
+    # Read block by block, never whole; the labels stay on disk and are shown lazily.
+    assert 0 < lazy.largest_read <= frame.size // 4
+    predictions = viewer.layers["big predictions"]
+    assert predictions.data is result.store.array and predictions.data.shape == (1024, 1024)
+    labels = np.asarray(predictions.data[:]).astype(np.int32)
+    assert match_counts(model.segment(frame), labels, [0.5])[0].ap >= 0.99
+    assert f"{labels.max()} object(s)" in widget.status.text()
+
+    # What needs the network outputs or the labels in memory is off, and says why.
+    for control in (widget.show_outputs, widget.copy_button):
+        assert not control.isEnabled() and "block by block" in control.toolTip()
+    widget.min_size.setValue(100_000)
+    wait_idle(qtbot, widget)
+    assert "re-run Predict after changing thresholds" in widget.status.text()
+    assert np.array_equal(np.asarray(predictions.data[:]), labels)  # not re-thresholded
+    widget.copy_to_ground_truth()
+    assert "not available for images predicted block by block" in widget.status.text()
+
+    # Corrections are painted into the stored labels.
+    predictions.paint((3, 3), 4242, refresh=False)
+    assert result.store.array[3, 3] == 4242
+
+    # Predicting again replaces the stored labels: the first directory goes; closing the
+    # result removes the second.
+    first = result.store.path
+    widget.min_size.setValue(0)
+    run_prediction(qtbot, widget, layer)
+    second = widget._result.store.path
+    assert second != first and second.is_dir() and not first.exists()
+    assert viewer.layers["big predictions"].data is widget._result.store.array
+    widget._result.close()
+    assert not second.exists()
+
+
+def test_a_large_pyramid_is_predicted_block_by_block_and_shown_as_one(
+    widget_with, qtbot, monkeypatch
+):
+    da = pytest.importorskip("dask.array")
+    monkeypatch.setattr(prediction_result, "memory_cap", lambda: 100 * 2**20)
+    model = pixel_model()
+    frame = nuclei_frame((1024, 1024))
+    level0 = da.from_array(frame, chunks=(256, 256))
+    viewer, widget = widget_with(model)
+    layer = viewer.add_image([level0, level0[::2, ::2], level0[::4, ::4]], name="pyr")
+    assert layer.multiscale
+    run_prediction(qtbot, widget, layer)
+    result = widget._result
+    assert result is not None and result.blockwise and result.store is not None
+    predictions = viewer.layers["pyr predictions"]
+    assert predictions.multiscale and predictions.data[0] is result.store.array
+    assert [level.shape for level in predictions.data] == [(1024, 1024), (512, 512), (256, 256)]
+    np.testing.assert_array_equal(
+        np.asarray(predictions.data[2]), np.asarray(result.store.array[::4, ::4])
+    )
+    # napari cannot paint a pyramid: the status says how to correct objects instead.
+    assert "cannot paint" in widget.status.text() and not predictions.editable
+
+    # A later whole-frame prediction replaces the pyramid with an ordinary layer, and the
+    # stored labels no layer shows any more are removed.
+    path = result.store.path
+    monkeypatch.setattr(prediction_result, "memory_cap", lambda: 8 * 2**30)
+    run_prediction(qtbot, widget, layer)
+    assert not widget._result.blockwise
+    predictions = viewer.layers["pyr predictions"]
+    assert not predictions.multiscale and isinstance(predictions.data, np.ndarray)
+    assert path is not None and not path.exists()
+    assert widget.show_outputs.isEnabled() and widget.copy_button.isEnabled()
+
+
+def test_cancelling_a_block_prediction_changes_no_layer_and_removes_its_labels(
+    widget_with, qtbot, monkeypatch
+):
+    monkeypatch.setattr(prediction_result, "memory_cap", lambda: 100 * 2**20)
+    viewer, widget = widget_with(pixel_model())
+    layer = viewer.add_image(nuclei_frame((1024, 1024)), name="big")
+    widget.image_combo.value = layer
+    widget.predict_button.click()
+    pending = widget._pending
+    assert pending is not None and pending.blockwise and pending.store is not None
+    widget.cancel()
+    wait_idle(qtbot, widget)
+    assert "big predictions" not in viewer.layers and widget._result is None
+    assert "cancelled" in widget.status.text()
+    # The job ended after its blocks: nothing writes the labels any more, and they are gone.
+    qtbot.waitUntil(
+        lambda: not any(t.name.startswith("live-unet blocks") for t in threading.enumerate()),
+        timeout=1000,
+    )
+    assert pending.store.path is None or not pending.store.path.exists()

@@ -285,3 +285,140 @@ def test_a_dask_series_is_read_one_frame_at_a_time():
         n = sum(isinstance(e, FramePredicted) for e in job)
     assert n == 6
     assert source.reads and all(np.prod(shape) <= 40 * 32 for shape in source.reads)
+
+
+# -- frames larger than the memory cap: block by block (issue 13, item 3) -------------
+
+
+def pixel_model(ndim=2):
+    """A model whose network has no context (see ``test_large_image``): blocks see what
+    the whole frame sees, so block labels match whole-frame labels."""
+    from .test_large_image import _PixelNetwork
+
+    config = ModelConfig(ndim=ndim, mode="distance", depth=2, base_channels=4)
+    model = SegmentationModel.create(config)
+    model.network = _PixelNetwork(config)  # type: ignore[assignment]
+    return model
+
+
+def nuclei_frame(shape):
+    from .test_large_image import _distance_volume
+
+    tile = _distance_volume((128, 128), spacing=16)
+    return np.tile(tile, (shape[0] // 128, shape[1] // 128))
+
+
+@pytest.mark.parametrize(
+    ("shape", "rgb", "config", "channel", "axes"),
+    [
+        ((64, 48), False, ModelConfig(), None, "yx"),
+        ((5, 64, 48), False, ModelConfig(), None, "tyx"),
+        ((2, 5, 64, 48), False, ModelConfig(), None, "qtyx"),
+        ((16, 64, 48), False, ModelConfig(ndim=3), None, "zyx"),
+        ((4, 64, 48, 3), True, ModelConfig(in_channels=3), None, "tyxc"),
+        ((4, 2, 64, 48), False, ModelConfig(), 1, "tcyx"),
+    ],
+)
+def test_a_layer_plan_gives_the_block_layout(shape, rgb, config, channel, axes):
+    from napari_live_unet.layers.large_prediction_job import frame_layout
+
+    plan = plan_frames(shape, rgb, config, "image", channel)
+    layout = frame_layout(plan, config.ndim)
+    assert layout.axes == axes
+    assert layout.spatial_shape(shape) == plan.spatial
+    assert [f for f in layout.frames(shape)] == list(plan.frames())
+
+
+def test_only_frames_beyond_the_memory_cap_go_block_by_block():
+    from napari_live_unet.layers.large_prediction_job import plan_blocks
+
+    model = pixel_model()
+    image = np.zeros((1024, 1024), np.uint8)
+    plan = plan_frames(image.shape, False, model.config)
+    # 64 bytes per pixel whole: 64 MiB for 1024², beyond what a 100 MiB cap leaves blocks.
+    assert plan_blocks(model, image, plan, AdaptOptions(), 8 * 2**30) is None
+    planned = plan_blocks(model, image, plan, AdaptOptions(), 100 * 2**20)
+    assert planned is not None
+    image_plan, chunks = planned
+    assert image_plan.blocks_per_frame > 1
+    core = image_plan.job.core
+    assert all(c % k == 0 or c == 1024 for c, k in zip(core, chunks, strict=True))
+    # A chunking too large to read block by block is refused with advice, in GUI terms.
+    da = pytest.importorskip("dask.array")
+    whole_chunk = da.zeros((4096, 4096), np.uint16, chunks=(4096, 4096))  # 32 MiB chunk
+    plan = plan_frames(whole_chunk.shape, False, model.config)
+    with pytest.raises(InputError, match="Rechunk") as error:
+        plan_blocks(model, whole_chunk, plan, AdaptOptions(), 100 * 2**20, "huge")
+    assert "--memory-limit" not in str(error.value) and "'huge'" in str(error.value)
+
+
+def run_block_job(model, data, cap, stop=None, on_event=None):
+    from napari_live_unet.layers.large_prediction_job import (
+        block_prediction_job,
+        new_block_result,
+        plan_blocks,
+    )
+
+    plan = plan_frames(data.shape, False, model.config)
+    planned = plan_blocks(model, data, plan, AdaptOptions(), cap)
+    assert planned is not None
+    result = new_block_result(
+        "image", plan, planned[0], planned[1], model, model.postprocess, 1.0, None
+    )
+    assert result.store is not None
+    events = []
+    for event in block_prediction_job(
+        model, data, plan, planned[0], result.store, stop or threading.Event()
+    ):
+        events.append(event)
+        if on_event is not None:
+            on_event(event)
+    return result, events
+
+
+def test_a_block_job_writes_each_frame_with_progress_per_block():
+    from napari_live_unet.engine.metrics import match_counts
+    from napari_live_unet.layers.large_prediction_job import FrameWritten
+
+    model = pixel_model()
+    series = np.stack([nuclei_frame((512, 512)), nuclei_frame((512, 512))[::-1].copy()])
+    result, events = run_block_job(model, series, 0)  # the smallest cap: 4 MiB blocks
+    try:
+        progress = [e for e in events if isinstance(e, PredictionProgress)]
+        written = [e for e in events if isinstance(e, FrameWritten)]
+        assert result.blocks >= 4 and len(progress) == result.blocks
+        assert [p.done for p in progress] == list(range(1, result.blocks + 1))
+        assert {p.total for p in progress} == {result.blocks}
+        assert [w.position for w in written] == [0, 1]
+        assert any(isinstance(e, InputFitted) for e in events)
+        labels = result.labels_array()
+        assert labels.shape == (2, 512, 512) and labels.dtype == np.uint32
+        for t in range(2):
+            whole = model.segment(series[t])
+            frame = np.asarray(labels[t]).astype(np.int32)
+            assert match_counts(whole, frame, [0.5])[0].ap >= 0.99
+            assert written[t].count == frame.max() > 0
+        assert result.store is not None
+        path = result.store.path
+        assert path is not None and path.is_dir()
+        with pytest.raises(ValueError, match="block by block"):
+            result.output_arrays()
+    finally:
+        result.close()
+    assert not path.exists()
+
+
+def test_a_block_job_stops_between_blocks():
+    from napari_live_unet.layers.large_prediction_job import FrameWritten
+
+    stop = threading.Event()
+
+    def stop_after_two(event):
+        if isinstance(event, PredictionProgress) and event.done == 2:
+            stop.set()
+
+    result, events = run_block_job(pixel_model(), nuclei_frame((512, 512)), 0, stop, stop_after_two)
+    result.close()
+    done = [e.done for e in events if isinstance(e, PredictionProgress)]
+    assert done[:2] == [1, 2] and len(done) <= 3 < result.blocks
+    assert not any(isinstance(e, FrameWritten) for e in events)

@@ -31,6 +31,7 @@ from ..engine.block_plan import (
     block_bytes,
     default_chunks,
     default_memory_limit,
+    resident_bytes,
 )
 from ..engine.errors import InputError
 from ..engine.image_source import ImageSource, is_zarr_path, list_images, open_image
@@ -73,6 +74,7 @@ class _Input:
     labels_shape: tuple[int, ...] = ()
     labels_axes: str = ""
     chunks: tuple[int, ...] = ()
+    labels_voxel_size: tuple[float, ...] | None = None  # per z/y/x axis of the labels
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -97,7 +99,7 @@ def run_predict(args: argparse.Namespace) -> int:
         if args.memory_limit is not None
         else default_memory_limit(available_memory_bytes(torch.device("cpu")))
     )
-    memory = MemoryShare.split(limit)
+    memory = _memory_share(limit, args.workers)
     files = list_images(args.images)
     if not zarr_out:
         remove_stale_temporaries(args.out)
@@ -120,7 +122,8 @@ def run_predict(args: argparse.Namespace) -> int:
     if distributed:
         from ..engine.dask_blocks import start_client
 
-        client = start_client(args.workers, args.scheduler, limit)
+        # A LocalCluster's workers get the share the blocks were planned for.
+        client = start_client(args.workers, args.scheduler, memory.limit * (args.workers or 1))
     try:
         small = [i for i in inputs if i.plan is None]
         pixels += _predict_whole(model, small, adapt, tile, args, notes)
@@ -142,6 +145,26 @@ def run_predict(args: argparse.Namespace) -> int:
         f"memory limit {format_bytes(limit)})"
     )
     return 0
+
+
+def _memory_share(limit: int, workers: int | None) -> MemoryShare:
+    """The memory of one process that predicts blocks: this one, or each of ``workers``
+    LocalCluster workers, which hold their own Python, torch and model (about what this
+    process holds) and share what this process leaves of ``limit``."""
+    if not workers:
+        return MemoryShare.split(limit)
+    baseline = resident_bytes()
+    share = (limit - baseline) // workers
+    try:
+        return MemoryShare.split(share, baseline)
+    except InputError:
+        raise InputError(
+            f"--memory-limit {format_bytes(limit)} is too small for --workers {workers}: "
+            f"this process holds {format_bytes(baseline)}, and each worker holds as much "
+            f"again (Python, torch, the model) besides its blocks, which leaves each worker "
+            f"{format_bytes(max(0, share - baseline))}. Raise --memory-limit or use fewer "
+            "workers."
+        ) from None
 
 
 def _refuse_existing(args: argparse.Namespace, files: dict[str, Path], zarr_out: bool) -> None:
@@ -203,6 +226,7 @@ def _plan_input(
             tile_shape=tile,
             batch_size=args.batch_size,
             name=str(path),
+            fit_chunks=source.kind == "tiff",
         )
         axes = labels_axes(layout).replace("q", "t")
         if not re.fullmatch("t?z?yx", axes):
@@ -218,8 +242,22 @@ def _plan_input(
             voxel,
             labels_shape(shape, layout),
             axes,
-            frames + tuple(out_chunks),
+            frames + plan.chunks,
+            _labels_voxel_size(source, axes, voxel),
         )
+
+
+def _labels_voxel_size(
+    source: ImageSource, axes: str, voxel: tuple[float, ...] | None
+) -> tuple[float, ...] | None:
+    """Voxel size of every z/y/x axis of labels with ``axes``: the model's axes from
+    ``voxel``, the others (z of a stack labelled slice by slice) from the image; None when
+    one is unknown."""
+    letters = [a for a in axes if a in "zyx"]
+    known = dict(zip(source.spatial_axes, source.voxel_size or (), strict=False))
+    if voxel is not None:
+        known.update(zip(letters[len(letters) - len(voxel) :], voxel, strict=True))
+    return tuple(known[a] for a in letters) if all(a in known for a in letters) else None
 
 
 def _source_voxel_size(source: ImageSource, ndim: int) -> tuple[float, ...] | None:
@@ -269,7 +307,7 @@ def _predict_blocks(model, item: _Input, memory, args, zarr_out, client, device,
             item.labels_shape,
             item.labels_axes,
             item.chunks,
-            voxel_size=item.voxel_size,
+            voxel_size=item.labels_voxel_size,
             overwrite=args.overwrite,
         )
     else:

@@ -21,12 +21,12 @@ import numpy as np
 from .errors import InputError
 from .memory_estimate import format_bytes
 
-BYTES_PER_BLOCK_PIXEL = 100
-"""Working memory per pixel of a block read with its margin, one channel: the image as
-float32 and its normalised copy (8), float16 outputs (4) and the float32 accumulators of
-one band of tiles (about 8), post-processing's maps (about 45, see
-``postprocess.instances_from_outputs``), the labels (4 + 4) and numpy temporaries.
-Measured peaks: ``benchmarks/large_predict.py``."""
+BYTES_PER_BLOCK_PIXEL = 64
+"""Working memory per pixel of a block read with its margin, one channel, beside the
+network's own share: the image as float32 and its normalised copy, float16 outputs,
+post-processing's maps (about 45 bytes, see ``postprocess.instances_from_outputs``) and
+the labels. Measured: 49-55 bytes per pixel of peak RSS (``VmHWM``) above the process's
+start and the network's share, for one 2048² and one 3072² block of the starter model."""
 
 BYTES_PER_CHANNEL_PIXEL = 8
 """Extra working memory per pixel for each input channel beyond the first."""

@@ -54,13 +54,22 @@ def start_client(workers: int | None, scheduler: str | None, memory_limit: int |
             ) from None
     if workers is None or workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",  # any free port: never clash with a running dashboard
-        memory_limit=(memory_limit // workers) if memory_limit else "auto",
-    )
+    import dask.config
+
+    # Blocks are planned to fit each worker's share: dask's own spilling and pausing at
+    # fractions of it (which count the worker's Python, torch and model) would only stall.
+    no_pausing = {
+        f"distributed.worker.memory.{key}": False
+        for key in ("target", "spill", "pause", "terminate")
+    }
+    with dask.config.set(no_pausing):
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",  # any free port: never clash with a running dashboard
+            memory_limit=(memory_limit // workers) if memory_limit else "auto",
+        )
     client = Client(cluster)
     # Each worker's torch gets its share of the cores, not all of them.
     threads = max(1, (os.cpu_count() or 1) // workers)

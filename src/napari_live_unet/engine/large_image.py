@@ -27,8 +27,14 @@ from .block_predict import (
     survey_frame,
 )
 from .blockwise import BlockLabels
+from .errors import InputError
 from .image_adapter import AUTO_FIT, AdaptOptions
+from .memory_estimate import format_bytes
 from .model import SegmentationModel
+
+SMALLEST_CHUNK = 64
+"""Output chunks chosen to fit the memory limit (``plan_image(fit_chunks=True)``) are
+not halved below this edge."""
 
 
 class BlockRunner(Protocol):
@@ -62,6 +68,9 @@ class ImagePlan:
     job: BlockJob
     frames: list[tuple[int, ...]]
     options: AdaptOptions
+    chunks: tuple[int, ...] = ()
+    """The output chunks the cores are made of (``out_chunks``, or smaller ones that fit
+    when :func:`plan_image` may choose them)."""
 
     @property
     def blocks_per_frame(self) -> int:
@@ -82,8 +91,13 @@ def plan_image(
     tile_shape: tuple[int, ...] | None = None,
     batch_size: int = 8,
     name: str = "image",
+    fit_chunks: bool = False,
 ) -> ImagePlan:
     """Plan the blocks of an image of ``shape`` (the stored array's) before reading it.
+
+    With ``fit_chunks`` the output chunks are the caller's choice, not the input's storage
+    (e.g. for a TIFF): when one with its margins does not fit a block's share, they are
+    halved (down to :data:`SMALLEST_CHUNK`) until one does.
 
     Raises
     ------
@@ -97,16 +111,30 @@ def plan_image(
     spatial = layout.spatial_shape(shape)
     probe = plan_job(model, layout, spatial, spatial, zoom, options.voxel_size)
     reach = tuple(h + m for h, m in zip(probe.halo, probe.margin, strict=True))
-    core = plan_core(
-        spatial,
-        out_chunks,
-        reach,
-        memory.per_block,
-        layout.n_channels(shape),
-        name,
-        read_chunks=read_chunks,
-        itemsize=itemsize,
-    )
+    chunks = tuple(int(c) for c in out_chunks)
+    while True:
+        try:
+            core = plan_core(
+                spatial,
+                chunks,
+                reach,
+                memory.per_block,
+                layout.n_channels(shape),
+                name,
+                read_chunks=read_chunks or out_chunks,
+                itemsize=itemsize,
+            )
+            break
+        except InputError:
+            if not fit_chunks:
+                raise
+            if max(chunks) <= SMALLEST_CHUNK:
+                raise InputError(
+                    f"{name}: even its smallest blocks ({' x '.join(map(str, chunks))} pixels "
+                    "with the margins the model needs) do not fit what the memory limit "
+                    f"leaves a block ({format_bytes(memory.per_block)}). Raise --memory-limit."
+                ) from None
+            chunks = tuple(max(min(c, SMALLEST_CHUNK), c // 2) for c in chunks)
     job = dataclasses.replace(
         probe,
         core=core,
@@ -114,7 +142,7 @@ def plan_image(
         batch_size=batch_size,
         max_tile_bytes=memory.network,
     )
-    return ImagePlan(job, list(layout.frames(shape)), options)
+    return ImagePlan(job, list(layout.frames(shape)), options, chunks)
 
 
 def segment_stored(

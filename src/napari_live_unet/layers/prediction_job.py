@@ -165,7 +165,8 @@ def plan_frames(
 
 @dataclass(frozen=True)
 class PredictionProgress:
-    """Tiles done of the (estimated) total for all frames."""
+    """Work done of the (estimated) total for all frames: tiles when frames are predicted
+    whole, blocks when they are predicted block by block (``large_prediction_job``)."""
 
     done: int
     total: int

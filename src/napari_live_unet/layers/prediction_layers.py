@@ -29,8 +29,7 @@ def layer_names(result: PredictionResult) -> tuple[str, str, str]:
 def geometry(viewer, result: PredictionResult, image_layer=None) -> dict:
     """Scale and translate of the image layer (or the layer of that name), without a
     channel axis; empty if the image is gone."""
-    if image_layer is None or image_layer not in viewer.layers:
-        image_layer = next((x for x in viewer.layers if x.name == result.image_name), None)
+    image_layer = _image_layer(viewer, result, image_layer)
     if image_layer is None:
         return {}
     axes = result.plan.kept_axes
@@ -53,15 +52,54 @@ def set_layer(viewer, kind, name: str, data: Any, kwargs: dict):
     return add(data, name=name, **kwargs)
 
 
-def show_labels(viewer, result: PredictionResult, image_layer=None) -> None:
-    """Add or update the ``<image> predictions`` Labels layer."""
-    set_layer(
-        viewer,
-        Labels,
-        layer_names(result)[0],
-        result.labels_array(),
-        geometry(viewer, result, image_layer),
-    )
+NOT_PAINTABLE = (
+    " The predictions are shown at the image's resolutions, and napari cannot paint into "
+    "such a layer: predict a crop of the image to correct objects."
+)
+"""Said when stored (block by block) predictions are shown as a pyramid."""
+
+
+def show_labels(viewer, result: PredictionResult, image_layer=None) -> str:
+    """Add or update the ``<image> predictions`` Labels layer.
+
+    Labels stored on disk (predicted block by block) are shown lazily; when the image layer
+    is multiscale, as a pyramid with its downsampling (napari then reads only what the
+    canvas needs, but cannot paint).
+
+    Returns
+    -------
+    str
+        What the user should know about the layer ("" or :data:`NOT_PAINTABLE`).
+    """
+    data = result.labels_array()
+    image = _image_layer(viewer, result, image_layer)
+    pyramid = bool(result.blockwise and image is not None and image.multiscale)
+    if pyramid and image is not None:
+        data = label_pyramid(data, image.downsample_factors[:, list(result.plan.kept_axes)])
+    name = layer_names(result)[0]
+    shown = find_layer(viewer, name, Labels)
+    if shown is not None and shown.multiscale != pyramid:  # napari cannot switch it
+        viewer.layers.remove(shown)
+    set_layer(viewer, Labels, name, data, geometry(viewer, result, image_layer))
+    return NOT_PAINTABLE if pyramid else ""
+
+
+def label_pyramid(labels: Any, factors: np.ndarray) -> list:
+    """``labels`` (a zarr array) and lazy strided views of it, one per row of ``factors``
+    (downsampling per axis of each level, the first all ones)."""
+    import dask.array as da
+
+    lazy = da.from_zarr(labels)
+    levels: list = [labels]
+    for row in factors[1:]:
+        levels.append(lazy[tuple(slice(None, None, max(1, round(float(f)))) for f in row)])
+    return levels
+
+
+def _image_layer(viewer, result: PredictionResult, image_layer=None):
+    if image_layer is None or image_layer not in viewer.layers:
+        image_layer = next((x for x in viewer.layers if x.name == result.image_name), None)
+    return image_layer if isinstance(image_layer, Image) else None
 
 
 def show_outputs(viewer, result: PredictionResult) -> None:

@@ -91,6 +91,11 @@ class LabelStack:
             self.array = self.array.astype(dtype)
         self.array[self.plan.index(position)] = labels
 
+    def put_count(self, position: int, count: int) -> None:
+        """Record frame ``position``'s object count whose labels are stored elsewhere (a
+        result predicted block by block writes them to disk): no array is made."""
+        self.counts[int(position)] = int(count)
+
     @property
     def count(self) -> int:
         """Objects in all frames."""
@@ -148,6 +153,18 @@ class PredictionResult:
         return frame_instances(
             outputs, params, self.mode, self.zoom, self.ndim, self.sampling, cache, self.model
         )
+
+    @property
+    def blockwise(self) -> bool:
+        """Whether the frames were predicted block by block (no outputs kept); see
+        :class:`~napari_live_unet.layers.large_prediction_job.BlockPredictionResult`."""
+        return False
+
+    def summary(self) -> str:
+        """Objects found, and how the image was fitted to the model, for the status line."""
+        note = self.input_note()
+        text = f"'{self.image_name}': {self.labels.count} object(s)."
+        return text + (f" Input: {note}." if note else "")
 
     def input_note(self) -> str:
         """What was done to fit the image, for the status line ("" if unknown)."""

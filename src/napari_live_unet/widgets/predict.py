@@ -26,6 +26,13 @@ from ..engine.config import PostprocessConfig
 from ..engine.device import available_devices
 from ..engine.errors import InputError
 from ..layers.current_model import current_model
+from ..layers.large_prediction_job import (
+    COPY_NOT_AVAILABLE,
+    OUTPUTS_NOT_KEPT,
+    FrameWritten,
+    release_result,
+    start_prediction,
+)
 from ..layers.layer_pairs import ground_truth_of, layer_choices, layer_image_data
 from ..layers.prediction_job import (
     FramePredicted,
@@ -33,9 +40,7 @@ from ..layers.prediction_job import (
     LabelStack,
     PredictionProgress,
     PredictionResult,
-    new_result,
     plan_frames,
-    prediction_job,
     relabel_job,
 )
 from ..layers.prediction_layers import (
@@ -218,26 +223,17 @@ class PredictWidget(QWidget):
             voxel_size = layer_voxel_size(layer, model.config.ndim)
             adapt = dataclasses.replace(adapt, voxel_size=voxel_size)
             plan = plan_frames(data.shape, layer.rgb, model.config, layer.name, adapt.channel)
-            zoom = model.image_zoom(adapt.diameter, voxel_size)
+            # Whole frames, or block by block for frames beyond the memory cap.
+            device, params = self.device_combo.currentText(), self.params(model.postprocess)
+            pending, job = start_prediction(model, data, plan, params, adapt, layer.name, device)
         except InputError as exc:
             self._say(str(exc), error=True)
             return False
-        params = self.params(model.postprocess)
-        sampling = adapt.voxel_size or model.config.voxel_size
-        # Outputs beyond a share of the free memory spill to disk (in the worker).
-        self._pending = pending = new_result(layer.name, plan, model, params, zoom, sampling)
-        self._image_layer = layer
-        device = self.device_combo.currentText()
-        outputs, cache_bytes = pending.outputs, pending.cache_bytes
-        self._jobs.start(
-            lambda stop: prediction_job(
-                model, data, plan, params, stop, device, adapt, outputs, cache_bytes
-            ),
-            self._on_predict_event,
-            self._on_predict_end,
-        )
+        self._pending, self._image_layer = pending, layer
+        self._jobs.start(job, self._on_predict_event, self._on_predict_end)
         self.progress.setRange(0, 0)
-        self._say(f"Predicting '{layer.name}' ({plan.n_frames} frame(s))…")
+        how = " block by block" if pending.blockwise else ""
+        self._say(f"Predicting '{layer.name}' ({plan.n_frames} frame(s)){how}…")
         self._set_state(PredictState.PREDICTING)
         return True
 
@@ -264,6 +260,8 @@ class PredictWidget(QWidget):
         elif isinstance(event, FramePredicted):
             pending.labels.put(event.position, event.labels)
             pending.caches.append(event.cache)
+        elif isinstance(event, FrameWritten):
+            pending.labels.put_count(event.position, event.count)
         elif isinstance(event, InputFitted) and event.text not in pending.adaptations:
             pending.adaptations.append(event.text)
 
@@ -282,11 +280,13 @@ class PredictWidget(QWidget):
         elif not pending.labels.complete:
             self._say("Prediction ended early; no layer was changed.", warn=True)
         else:
-            self._result = pending
-            show_labels(self.viewer, pending, layer)
+            replaced, self._result = self._result, pending
+            note = show_labels(self.viewer, pending, layer)
+            release_result(self.viewer, replaced)  # stored labels no layer shows
+            self._update_enabled()
             if self.show_outputs.isChecked():
                 self._on_show_outputs(True)
-            self._say(self._summary())
+            self._say(pending.summary() + note)
             if self.params() != pending.params:  # thresholds moved while predicting
                 self.repostprocess()
         if pending is not self._result:  # dropped: free its outputs (and files) now
@@ -294,16 +294,8 @@ class PredictWidget(QWidget):
         self._stop_reason = ""
 
     def _on_show_outputs(self, checked: bool) -> None:
-        if checked and self._result is not None:
+        if checked and self._result is not None and not self._result.blockwise:
             show_outputs(self.viewer, self._result)
-
-    def _summary(self) -> str:
-        """Objects found, and how the image was fitted to the model."""
-        result = self._result
-        assert result is not None  # called once a prediction is shown
-        count = result.labels.count
-        note = result.input_note()
-        return f"'{result.image_name}': {count} object(s)." + (f" Input: {note}." if note else "")
 
     # -- re-post-processing ----------------------------------------------------------
 
@@ -314,7 +306,9 @@ class PredictWidget(QWidget):
         during a run stops it between frames and starts again: the latest request wins.
         """
         result = self._result
-        if result is None:
+        if result is None or result.blockwise:
+            if result is not None:  # nothing kept to re-threshold
+                self._say(OUTPUTS_NOT_KEPT)
             return
         if self._relabel.is_running:
             self._relabel_again = True
@@ -335,7 +329,7 @@ class PredictWidget(QWidget):
         elif end.outcome is JobOutcome.COMPLETED and result is self._result and labels.complete:
             result.labels, result.params = labels, params
             show_labels(self.viewer, result)
-            self._say(self._summary())
+            self._say(result.summary())
         if self._relabel_again:
             self.repostprocess()
 
@@ -349,6 +343,9 @@ class PredictWidget(QWidget):
         predictions = layers[name] if name is not None and name in layers else None
         if result is None:
             self.copier.copy(None, "", 2, 0)
+            return
+        if result.blockwise:
+            self._say(COPY_NOT_AVAILABLE, error=True)
             return
         leading = len(result.plan.leading)
         self.copier.copy(predictions, result.image_name, result.ndim, leading)
@@ -381,6 +378,14 @@ class PredictWidget(QWidget):
         self.models.combo.setEnabled(idle)
         model = current_model.model
         self.thresholds.set_mode(None if model is None else model.config.mode)
+        blocks = self._result is not None and self._result.blockwise  # no outputs kept
+        for control, why in (
+            (self.show_outputs, OUTPUTS_NOT_KEPT),
+            (self.copy_button, COPY_NOT_AVAILABLE),
+        ):
+            control.setEnabled(not blocks)
+            control.setToolTip(why if blocks else "")
+        self.thresholds.setToolTip(OUTPUTS_NOT_KEPT if blocks else "")
 
     def _say(self, text: str, error: bool = False, warn: bool = False, info: bool = False) -> None:
         self.status.setText(text)

@@ -1,0 +1,417 @@
+"""Predict an image layer whose frames are too large to predict whole, block by block.
+
+A frame predicted whole holds the image, its network outputs (4 bytes per pixel), the
+post-processing maps and the labels at once: about
+:data:`~napari_live_unet.engine.block_plan.BYTES_PER_BLOCK_PIXEL` bytes per pixel. When
+that is more than the memory a prediction may take in the viewer
+(:func:`~napari_live_unet.layers.prediction_result.memory_cap`, shared out as the CLI's
+``--memory-limit`` is: :func:`gui_memory_share`), the layer is predicted as the CLI
+predicts stored images (:func:`~napari_live_unet.engine.large_image.segment_stored`): block
+by block from the layer's lazy level-0 array, into uint32 labels in a zarr array in a
+temporary directory (:class:`StoredLabels`), which the predictions layer then shows lazily.
+Such a result keeps no network outputs: changing thresholds means predicting again.
+
+No Qt here, and no layer is touched by the job; :func:`start_prediction` picks the whole or
+the block path for the predict widget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import shutil
+import tempfile
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..engine.block_plan import (
+    BLOCKS_IN_FLIGHT,
+    BYTES_PER_BLOCK_PIXEL,
+    MIN_NETWORK_BYTES,
+    FrameLayout,
+    MemoryShare,
+    block_bytes,
+    default_chunks,
+)
+from ..engine.config import PostprocessConfig
+from ..engine.errors import InputError
+from ..engine.image_adapter import AdaptOptions
+from ..engine.large_image import FrameDone, ImagePlan, label_dtype, plan_image, segment_stored
+from ..engine.memory_estimate import format_bytes
+from ..engine.model import SegmentationModel
+from . import prediction_result
+from .prediction_job import (
+    FramePlan,
+    InputFitted,
+    PredictionProgress,
+    PredictionResult,
+    new_result,
+    prediction_job,
+)
+
+OUTPUTS_NOT_KEPT = (
+    "Network outputs are not kept for images predicted block by block; re-run Predict "
+    "after changing thresholds."
+)
+"""Why "Show network outputs" and live threshold updates are off for a block result."""
+
+COPY_NOT_AVAILABLE = (
+    "Copy to ground truth is not available for images predicted block by block: their "
+    "labels stay on disk. Correct the predictions layer directly (painting works), or "
+    "predict a smaller crop to copy from."
+)
+"""Why "Copy predictions to ground truth" is off for a block result."""
+
+SMALLEST_CAP = MIN_NETWORK_BYTES + BLOCKS_IN_FLIGHT * 256 * 256 * BYTES_PER_BLOCK_PIXEL
+"""The least memory a block prediction is planned with (one forward pass, two small
+blocks), however little is free."""
+
+Job = Callable[[threading.Event], Iterator[Any]]
+
+
+@dataclass(frozen=True)
+class FrameWritten:
+    """Frame ``position`` (in frame order) is complete in the result's stored labels, with
+    ``count`` objects (ids 1..count)."""
+
+    position: int
+    count: int
+
+
+class StoredLabels:
+    """uint32 labels in a zarr array in a temporary directory, made by :meth:`open`.
+
+    The directory is removed by :meth:`close`, or else once the array is garbage
+    collected (no result or layer holds it) or the interpreter exits.
+
+    Parameters
+    ----------
+    shape, chunks : tuple of int
+        The labels' shape (frames, then spatial) and zarr chunks.
+    directory : str or Path, optional
+        Where the temporary directory is made (default: the system's).
+    """
+
+    def __init__(
+        self, shape: tuple[int, ...], chunks: tuple[int, ...], directory: str | Path | None = None
+    ) -> None:
+        self.shape, self.chunks = tuple(shape), tuple(chunks)
+        self._parent = None if directory is None else str(directory)
+        self._array: Any = None
+        self._finalizer: weakref.finalize | None = None
+        self.path: Path | None = None
+
+    def open(self) -> Any:
+        """Make the directory and the empty array (in the worker: this is I/O)."""
+        import zarr
+
+        if self._array is None:
+            path = tempfile.mkdtemp(prefix="live-unet-labels-", dir=self._parent)
+            self._array = zarr.create_array(
+                store=path,
+                shape=self.shape,
+                chunks=self.chunks,
+                dtype=label_dtype(),
+                fill_value=0,
+            )
+            self._finalizer = weakref.finalize(self._array, shutil.rmtree, path, True)
+            self.path = Path(path)
+        return self._array
+
+    @property
+    def array(self) -> Any:
+        """The zarr array (after :meth:`open`)."""
+        if self._array is None:
+            raise ValueError("the stored labels were not written")
+        return self._array
+
+    @property
+    def opened(self) -> bool:
+        """Whether :meth:`open` made the array (and its directory)."""
+        return self._array is not None
+
+    @property
+    def closed(self) -> bool:
+        return self._finalizer is not None and not self._finalizer.alive
+
+    def close(self) -> None:
+        """Remove the directory now (a layer still showing the array would read zeros)."""
+        if self._finalizer is not None:
+            self._finalizer()
+
+
+@dataclass
+class BlockPredictionResult(PredictionResult):
+    """A prediction made block by block: labels on disk (:class:`StoredLabels`), counts
+    per frame in ``labels``, and no network outputs."""
+
+    store: StoredLabels | None = None
+    blocks: int = 0  # blocks of all frames
+
+    @property
+    def blockwise(self) -> bool:
+        return True
+
+    def labels_array(self) -> Any:
+        """The stored labels (a zarr array napari reads lazily)."""
+        if self.store is None:
+            raise ValueError("no frame has labels yet")
+        return self.store.array
+
+    def output_arrays(self) -> tuple[Any, Any]:
+        raise ValueError(OUTPUTS_NOT_KEPT)
+
+    def summary(self) -> str:
+        return f"{super().summary()} Predicted in {self.blocks} blocks. {OUTPUTS_NOT_KEPT}"
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+        super().close()
+
+
+def gui_memory_share(cap: int) -> MemoryShare:
+    """``cap`` shared out as the CLI shares ``--memory-limit``, with nothing set aside for
+    the process itself: the cap is already a share of the free memory."""
+    return MemoryShare.split(max(int(cap), SMALLEST_CAP), baseline=0)
+
+
+def frame_layout(plan: FramePlan, ndim: int, name: str = "image") -> FrameLayout:
+    """The :class:`FrameLayout` of a layer's data split by ``plan``: leading axes are
+    frames (the last one ``t``, others unknown), then the channel axis if any, then space
+    (RGB channels last)."""
+    n_leading = len(plan.leading)
+    axes = "q" * max(0, n_leading - 1) + "t" * min(1, n_leading)
+    spatial = "zyx"[3 - ndim :]
+    if plan.channel_axis is None:
+        axes += spatial
+    elif plan.channel_axis == -1:
+        axes += spatial + "c"
+    else:
+        axes += "c" + spatial
+    return FrameLayout.of(axes, ndim, name)
+
+
+def storage_chunks(data: Any, layout: FrameLayout) -> tuple[int, ...] | None:
+    """The spatial chunks a lazy array is stored in (dask ``chunksize``, zarr ``chunks``),
+    or None for an in-memory array."""
+    chunks = getattr(data, "chunksize", None)
+    if chunks is None:
+        chunks = getattr(data, "chunks", None)
+    if not isinstance(chunks, tuple) or not all(isinstance(c, int | np.integer) for c in chunks):
+        return None
+    return layout.spatial_shape(chunks)
+
+
+def plan_blocks(
+    model: SegmentationModel,
+    data: Any,
+    plan: FramePlan,
+    adapt: AdaptOptions,
+    cap: int,
+    name: str = "image",
+) -> tuple[ImagePlan, tuple[int, ...]] | None:
+    """The block plan of a layer's data whose frames are too large to predict whole under
+    ``cap`` bytes, and the spatial chunks of its labels; None when each frame fits whole.
+
+    A frame goes block by block when its working memory predicted whole
+    (:func:`~napari_live_unet.engine.block_plan.block_bytes` of the frame) is more than
+    the :data:`BLOCKS_IN_FLIGHT` blocks that :func:`gui_memory_share` leaves beside the
+    network, the CLI's rule. Output chunks start at the CLI's default and are halved
+    until a block with its margins fits.
+
+    Raises
+    ------
+    InputError
+        When the layer's storage chunks are too large to read block by block.
+    """
+    memory = gui_memory_share(cap)
+    layout = frame_layout(plan, model.config.ndim, name)
+    shape = tuple(int(s) for s in data.shape)
+    if block_bytes(plan.spatial, layout.n_channels(shape)) <= BLOCKS_IN_FLIGHT * memory.per_block:
+        return None
+    read_chunks = storage_chunks(data, layout)
+    chunks = default_chunks(plan.spatial)
+    while True:
+        try:
+            image_plan = plan_image(
+                model,
+                shape,
+                layout,
+                memory,
+                chunks,
+                read_chunks=read_chunks,
+                itemsize=np.dtype(data.dtype).itemsize,
+                adapt=adapt,
+                voxel_size=adapt.voxel_size,
+                name=f"'{name}'",
+            )
+            return image_plan, tuple(min(c, s) for c, s in zip(chunks, plan.spatial, strict=True))
+        except InputError as exc:
+            if min(chunks) <= 32:
+                raise InputError(
+                    f"'{name}' is too large to predict whole in the memory a prediction may "
+                    f"take now ({format_bytes(cap)}), and cannot be cut into blocks that fit: "
+                    + str(exc).replace("raise --memory-limit", "free some memory")
+                ) from exc
+            chunks = tuple(max(1, c // 2) for c in chunks)
+
+
+def new_block_result(
+    image_name: str,
+    plan: FramePlan,
+    image_plan: ImagePlan,
+    chunks: tuple[int, ...],
+    model: SegmentationModel,
+    params: PostprocessConfig,
+    zoom: float | tuple[float, ...],
+    sampling: tuple[float, ...] | None,
+) -> BlockPredictionResult:
+    """An empty block result whose labels will be stored one frame deep in spatial
+    ``chunks`` (block cores are whole chunks, so no two blocks write to one chunk)."""
+    return BlockPredictionResult(
+        image_name,
+        plan,
+        model.config.mode,
+        params,
+        zoom=zoom,
+        sampling=sampling,
+        ndim=model.config.ndim,
+        model=None,
+        cache_bytes=0,
+        store=StoredLabels(plan.labels_shape, (1,) * len(plan.leading) + chunks),
+        blocks=image_plan.blocks_per_frame * len(image_plan.frames),
+    )
+
+
+class _Stopped(Exception):
+    """Raised from the progress callback to end ``segment_stored`` between blocks."""
+
+
+_END = object()
+_BLOCK = object()
+
+
+def block_prediction_job(
+    model: SegmentationModel,
+    data: Any,
+    plan: FramePlan,
+    image_plan: ImagePlan,
+    store: StoredLabels,
+    stop: threading.Event,
+    device: str | None = None,
+    name: str = "image",
+) -> Iterator[PredictionProgress | InputFitted | FrameWritten]:
+    """Write the labels of every frame of ``data`` into ``store``, block by block; a job for
+    a worker.
+
+    Yields :class:`PredictionProgress` after each block (of all frames' blocks), then
+    :class:`InputFitted` and :class:`FrameWritten` as each frame is complete. Ends early,
+    after the block in progress, once ``stop`` is set. ``segment_stored`` runs in a helper
+    thread so that its per-block progress callback can become events here; the job ends
+    only after that thread.
+    """
+    if device is not None and model.device.type != device:
+        model.to(device)
+    out = store.open()
+    total = image_plan.blocks_per_frame * len(image_plan.frames)
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    abandoned = threading.Event()  # this generator was closed: the thread ends too
+
+    def progress() -> None:
+        if stop.is_set() or abandoned.is_set():
+            raise _Stopped
+        events.put(_BLOCK)
+
+    def run() -> None:
+        try:
+            for done in segment_stored(model, data, image_plan, out, progress=progress, name=name):
+                events.put(done)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the worker, which reports it
+            events.put(exc)
+        finally:
+            events.put(_END)
+
+    threading.Thread(target=run, name=f"live-unet blocks of {name}", daemon=True).start()
+    done = 0
+    try:
+        # Once stopped, events are dropped until the thread ends (after its block): the
+        # store is not written to after the job has ended.
+        while (item := events.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            if stop.is_set():
+                continue
+            if item is _BLOCK:
+                done += 1
+                yield PredictionProgress(done, total)
+            elif isinstance(item, FrameDone):
+                yield InputFitted(item.note)
+                yield FrameWritten(plan.position(item.frame), item.count)
+    finally:
+        abandoned.set()  # closed early (not stopped): the thread ends at its next block
+
+
+def start_prediction(
+    model: SegmentationModel,
+    data: Any,
+    plan: FramePlan,
+    params: PostprocessConfig,
+    adapt: AdaptOptions,
+    name: str,
+    device: str | None,
+) -> tuple[PredictionResult, Job]:
+    """The empty result and the job that fills it, for predicting a layer's ``data``.
+
+    Frames that fit the memory cap (:func:`plan_blocks`) are predicted whole
+    (:func:`~.prediction_job.prediction_job`: outputs kept for live thresholds); larger
+    ones block by block (:func:`block_prediction_job`, with ``params`` as the model's
+    thresholds).
+
+    Raises
+    ------
+    InputError
+        When the layer does not fit the model, or cannot be cut into blocks.
+    """
+    voxel = adapt.voxel_size
+    zoom = model.image_zoom(adapt.diameter, voxel)
+    sampling = voxel or model.config.voxel_size
+    tuned = dataclasses.replace(model, postprocess=params)
+    cap = prediction_result.memory_cap()
+    blocks = plan_blocks(tuned, data, plan, adapt, cap, name)
+    if blocks is not None:
+        image_plan, chunks = blocks
+        result = new_block_result(name, plan, image_plan, chunks, tuned, params, zoom, sampling)
+        store = result.store
+        assert store is not None
+        return result, lambda stop: block_prediction_job(
+            tuned, data, plan, image_plan, store, stop, device, name
+        )
+    # Outputs beyond a share of the free memory spill to disk (in the worker).
+    result = new_result(name, plan, model, params, zoom, sampling, cap)
+    outputs, cache_bytes = result.outputs, result.cache_bytes
+    return result, lambda stop: prediction_job(
+        model, data, plan, params, stop, device, adapt, outputs, cache_bytes
+    )
+
+
+def release_result(viewer: Any, result: PredictionResult | None) -> None:
+    """Remove a replaced block result's stored labels unless a layer still shows them."""
+    if result is None or not isinstance(result, BlockPredictionResult) or result.store is None:
+        return
+    store = result.store
+    if not store.opened or not any(_shows(layer, store.array) for layer in viewer.layers):
+        result.close()
+
+
+def _shows(layer: Any, array: Any) -> bool:
+    """Whether ``layer`` shows ``array`` (itself, or as the first level of a pyramid)."""
+    return layer.data is array or (getattr(layer, "multiscale", False) and layer.data[0] is array)
