@@ -154,6 +154,8 @@ def scenario_3d(work: Path, results: dict, train_seconds: float) -> None:
     voxel = (2.0, 0.5, 0.5)
     data = work / "vol_train"
     if not data.exists():
+        (data / "images").mkdir(parents=True)
+        (data / "labels").mkdir(parents=True)
         for i in range(2):
             image, labels = make_volume((32, 128, 128), voxel, seed=i)
             write_volume(data / "images" / f"v{i}.tif", image, voxel)

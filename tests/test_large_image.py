@@ -12,6 +12,7 @@ from scipy import ndimage as ndi
 
 from napari_live_unet.engine.block_plan import (
     BLOCKS_IN_FLIGHT,
+    MAX_CORE_PIXELS,
     FrameLayout,
     MemoryShare,
     block_bytes,
@@ -237,3 +238,9 @@ def test_memory_stays_under_the_block_budget():
     out_and_image = image.nbytes + image.size * 4
     assert peak - out_and_image < BLOCKS_IN_FLIGHT * per_block + 24 * MB
     assert 45 * image.size > BLOCKS_IN_FLIGHT * per_block + 24 * MB  # the test can fail
+
+
+def test_cores_stop_growing_at_the_size_post_processing_handles_best():
+    core = plan_core((20000, 20000), (256, 256), (100, 100), 2**40)
+    assert np.prod(core) <= MAX_CORE_PIXELS
+    assert all(c % 256 == 0 for c in core)

@@ -26,6 +26,7 @@ from ..engine import load_model_source, resolve_device
 from ..engine.atomic_write import remove_stale_temporaries
 from ..engine.block_plan import (
     BLOCKS_IN_FLIGHT,
+    PYRAMID_BYTES,
     FrameLayout,
     MemoryShare,
     block_bytes,
@@ -336,7 +337,7 @@ def _predict_blocks(model, item: _Input, memory, args, zarr_out, client, device,
             largest = max(largest, done.count)
             notes.update([done.note])
         if isinstance(writer, OmeZarrLabelsWriter):
-            writer.finish(memory.per_block)
+            writer.finish(min(memory.per_block, PYRAMID_BYTES))
         else:
-            writer.finish(largest, memory.per_block)
+            writer.finish(largest, min(memory.per_block, PYRAMID_BYTES))
     return math.prod(item.labels_shape)

@@ -40,6 +40,16 @@ MIN_NETWORK_BYTES = 64 * 2**20
 MAX_NETWORK_BYTES = 512 * 2**20
 """The most a forward pass gets on a CPU: larger tiles are no faster there."""
 
+MAX_CORE_PIXELS = 2**22
+"""Cores grow no larger than this (2048², or 64 x 256² in 3D) even when memory allows:
+post-processing costs more per pixel on larger regions (8192²: 0.40 µs per pixel whole,
+0.16 block by block), and smaller blocks keep the network busy while the previous one is
+post-processed. One 8192² image: 2.29 MP/s with 2048² cores against 1.48 with the whole
+image as one block (``benchmarks/large_predict.py``)."""
+
+PYRAMID_BYTES = 256 * 2**20
+"""What building the viewing pyramid of an OME-Zarr output may hold at once."""
+
 DEFAULT_LIMIT_SHARE = 0.5
 """``--memory-limit`` defaults to this share of the memory available when it starts."""
 
@@ -239,7 +249,8 @@ def plan_core(
     Returns
     -------
     tuple of int
-        The core shape; the last blocks along an axis may be smaller.
+        The core shape, at most :data:`MAX_CORE_PIXELS` unless one chunk is larger; the
+        last blocks along an axis may be smaller.
 
     Raises
     ------
@@ -272,7 +283,7 @@ def plan_core(
             for a in range(len(core))
             if core[a] < spatial[a]
         ]
-        grown = [g for g in grown if cost(g) <= budget]
+        grown = [g for g in grown if cost(g) <= budget and math.prod(g) <= MAX_CORE_PIXELS]
         if not grown:
             return core
         core = min(grown, key=lambda g: (max(g), cost(g)))

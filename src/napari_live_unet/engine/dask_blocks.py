@@ -34,7 +34,7 @@ _JOB: dict[Any, Any] = {"key": None}
 
 def start_client(workers: int | None, scheduler: str | None, memory_limit: int | None = None):
     """A ``distributed.Client``: on ``scheduler`` when given, else on a new LocalCluster of
-    ``workers`` processes (one thread each) sharing ``memory_limit`` bytes.
+    ``workers`` processes (two task threads each) sharing ``memory_limit`` bytes.
 
     Raises
     ------
@@ -65,14 +65,16 @@ def start_client(workers: int | None, scheduler: str | None, memory_limit: int |
     with dask.config.set(no_pausing):
         cluster = LocalCluster(
             n_workers=workers,
-            threads_per_worker=1,
+            # Two tasks per worker: one in the network while the other post-processes
+            # (the two blocks in flight its memory share was planned for).
+            threads_per_worker=2,
             processes=True,
             dashboard_address=":0",  # any free port: never clash with a running dashboard
             memory_limit=(memory_limit // workers) if memory_limit else "auto",
         )
     client = Client(cluster)
-    # Each worker's torch gets its share of the cores, not all of them.
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    # Each task's torch gets its share of the cores, not all of them.
+    threads = max(1, (os.cpu_count() or 1) // (2 * workers))
     client.run(torch.set_num_threads, threads)
     return client
 

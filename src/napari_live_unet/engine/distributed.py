@@ -159,6 +159,9 @@ def process_group(device: torch.device) -> Iterator[DistributedContext | None]:
         dist.init_process_group("gloo", timeout=_TIMEOUT)
     try:
         yield ctx
+        # Leave together: a rank whose peer has already closed its connections can be
+        # aborted by gloo while it tears its own down.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

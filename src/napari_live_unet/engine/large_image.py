@@ -9,6 +9,8 @@ across block faces and writes the final ids. Nothing here holds a whole frame.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -180,16 +182,34 @@ def segment_stored(
     FrameDone
         After each frame is complete in ``out``.
     """
-    runner = runner or LocalBlocks(model, array, out)
+    local = LocalBlocks(model, array, out) if runner is None else None
+    runner = runner or local
+    assert runner is not None
     job = plan.job
     cores = job.cores()
-    for frame in plan.frames:
-        fit = survey_frame(model, array, job.layout, frame, cores, plan.options)
-        summaries = list(runner.label_frame(job, frame, fit, progress))
-        ordered, luts, count = final_ids(summaries, job.params.min_size)
-        check_label_room(count, out, name)
-        runner.relabel_frame(frame, ordered, luts)
-        yield FrameDone(frame, count, fit.note)
+    try:
+        for frame in plan.frames:
+            fit = survey_frame(model, array, job.layout, frame, cores, plan.options)
+            summaries = list(runner.label_frame(job, frame, fit, progress))
+            ordered, luts, count = final_ids(summaries, job.params.min_size)
+            check_label_room(count, out, name)
+            runner.relabel_frame(frame, ordered, luts)
+            release_freed_memory()
+            yield FrameDone(frame, count, fit.note)
+    finally:
+        if local is not None:
+            local.close()
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last frame back to the operating system.
+
+    glibc keeps freed blocks in its heap arenas for reuse; after each frame's blocks (each
+    tens of MB, allocated and freed in two threads) that left a 100-frame series peaking
+    about 150 MB above a 10-frame one. Elsewhere than glibc this does nothing.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def labels_shape(shape: tuple[int, ...], layout: FrameLayout) -> tuple[int, ...]:
