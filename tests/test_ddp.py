@@ -150,6 +150,7 @@ def _rank_worker(rank: int, folder: str) -> None:
         )
         record = {"steps": model.history[-1]["step"], "epochs": len(model.history)}
         (root / f"rank{rank}.json").write_text(json.dumps(record))
+        dist.barrier()  # leave together, as process_group() does (gloo can abort otherwise)
     finally:
         dist.destroy_process_group()
 
