@@ -99,7 +99,9 @@ def plan_image(
 
     With ``fit_chunks`` the output chunks are the caller's choice, not the input's storage
     (e.g. for a TIFF): when one with its margins does not fit a block's share, they are
-    halved (down to :data:`SMALLEST_CHUNK`) until one does.
+    halved (down to :data:`SMALLEST_CHUNK`) until one does. When even the smallest do
+    not, the error says whether the input's storage chunks are to blame ("Rechunk") or
+    the limit itself.
 
     Raises
     ------
@@ -131,6 +133,10 @@ def plan_image(
             if not fit_chunks:
                 raise
             if max(chunks) <= SMALLEST_CHUNK:
+                if read_chunks is not None and _fits(
+                    spatial, chunks, reach, memory, layout.n_channels(shape), itemsize
+                ):
+                    raise  # small blocks would fit but the input's storage chunks do not
                 raise InputError(
                     f"{name}: even its smallest blocks ({' x '.join(map(str, chunks))} pixels "
                     "with the margins the model needs) do not fit what the memory limit "
@@ -145,6 +151,15 @@ def plan_image(
         max_tile_bytes=memory.network,
     )
     return ImagePlan(job, list(layout.frames(shape)), options, chunks)
+
+
+def _fits(spatial, chunks, reach, memory: MemoryShare, channels: int, itemsize: int) -> bool:
+    """Whether blocks of ``chunks`` would fit if the input were stored in such chunks."""
+    try:
+        plan_core(spatial, chunks, reach, memory.per_block, channels, itemsize=itemsize)
+    except InputError:
+        return False
+    return True
 
 
 def segment_stored(

@@ -224,7 +224,7 @@ def plan_blocks(
     (:func:`~napari_live_unet.engine.block_plan.block_bytes` of the frame) is more than
     the :data:`BLOCKS_IN_FLIGHT` blocks that :func:`gui_memory_share` leaves beside the
     network, the CLI's rule. Output chunks start at the CLI's default and are halved
-    until a block with its margins fits.
+    until a block with its margins fits (``plan_image(fit_chunks=True)``).
 
     Raises
     ------
@@ -236,31 +236,30 @@ def plan_blocks(
     shape = tuple(int(s) for s in data.shape)
     if block_bytes(plan.spatial, layout.n_channels(shape)) <= BLOCKS_IN_FLIGHT * memory.per_block:
         return None
-    read_chunks = storage_chunks(data, layout)
-    chunks = default_chunks(plan.spatial)
-    while True:
-        try:
-            image_plan = plan_image(
-                model,
-                shape,
-                layout,
-                memory,
-                chunks,
-                read_chunks=read_chunks,
-                itemsize=np.dtype(data.dtype).itemsize,
-                adapt=adapt,
-                voxel_size=adapt.voxel_size,
-                name=f"'{name}'",
-            )
-            return image_plan, tuple(min(c, s) for c, s in zip(chunks, plan.spatial, strict=True))
-        except InputError as exc:
-            if min(chunks) <= 32:
-                raise InputError(
-                    f"'{name}' is too large to predict whole in the memory a prediction may "
-                    f"take now ({format_bytes(cap)}), and cannot be cut into blocks that fit: "
-                    + str(exc).replace("raise --memory-limit", "free some memory")
-                ) from exc
-            chunks = tuple(max(1, c // 2) for c in chunks)
+    try:
+        image_plan = plan_image(
+            model,
+            shape,
+            layout,
+            memory,
+            default_chunks(plan.spatial),
+            read_chunks=storage_chunks(data, layout),
+            itemsize=np.dtype(data.dtype).itemsize,
+            adapt=adapt,
+            voxel_size=adapt.voxel_size,
+            name=f"'{name}'",
+            fit_chunks=True,
+        )
+    except InputError as exc:
+        raise InputError(
+            f"'{name}' is too large to predict whole in the memory a prediction may "
+            f"take now ({format_bytes(cap)}), and cannot be cut into blocks that fit: "
+            + str(exc)
+            .replace("raise --memory-limit", "free some memory")
+            .replace("Raise --memory-limit", "Free some memory")
+        ) from exc
+    chunks = tuple(min(c, s) for c, s in zip(image_plan.chunks, plan.spatial, strict=True))
+    return image_plan, chunks
 
 
 def new_block_result(
