@@ -38,6 +38,7 @@ from napari_live_unet.engine import (
     train,
 )
 from napari_live_unet.engine.config import anisotropic_layout
+from napari_live_unet.engine.model_file import save_model
 from synthetic_volumes import make_volume
 
 
@@ -67,8 +68,11 @@ def network(kind: str, voxel: tuple[float, ...], base: int, depth: int) -> Model
     )  # fmt: skip
 
 
-def run(kind, train_pairs, test, voxel, budget, seed) -> dict:
-    """Train one network for ``budget`` seconds, then predict and score ``test``."""
+def run(kind, train_pairs, test, voxel, budget, seed, save_to=None) -> dict:
+    """Train one network for ``budget`` seconds, then predict and score ``test``.
+
+    ``save_to``: a model file to write the trained model to (for looking at its errors).
+    """
     settings = recommended_settings("cpu", 3)
     config = TrainConfig(
         epochs=None,
@@ -88,6 +92,8 @@ def run(kind, train_pairs, test, voxel, budget, seed) -> dict:
         elif isinstance(event, TrainingFinished):
             model, steps, elapsed = event.model, event.steps, event.elapsed
     assert model is not None and started is not None
+    if save_to is not None:
+        save_model(model, save_to)
     adapt = AdaptOptions(voxel_size=voxel)
     images = [image for image, _ in test]
     tic = time.perf_counter()
@@ -119,6 +125,7 @@ def main() -> int:
     p.add_argument("--networks", nargs="*", default=["aniso", "iso"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path)
+    p.add_argument("--save-models", type=Path, help="folder for the trained models")
     args = p.parse_args()
     torch.manual_seed(args.seed)
     voxel = tuple(args.voxel_size)
@@ -141,7 +148,8 @@ def main() -> int:
         "runs": [],
     }
     for kind in args.networks:
-        result = run(kind, train_pairs, test, voxel, args.time_budget, args.seed)
+        save_to = None if args.save_models is None else args.save_models / f"{kind}.pt"
+        result = run(kind, train_pairs, test, voxel, args.time_budget, args.seed, save_to)
         results["runs"].append(result)
         print(json.dumps(result), flush=True)
     if args.small_budget > 0:

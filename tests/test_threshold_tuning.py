@@ -56,3 +56,32 @@ def test_tuning_chooses_the_smoothing_that_keeps_touching_nuclei_apart():
     tuned, counts = tune_postprocess(cache, start)
     assert tuned.smoothing < 3.0
     assert counts[0].ap >= 0.95  # counts[0]: AP@0.5
+
+
+def _pair_with_shallow_narrow_valley():
+    """Two touching discs whose distance peaks (1.0 and 0.99) are parted by a valley about
+    one pixel wide, 0.025 below the lower peak: only a low seed prominence sees it, and
+    only unsmoothed."""
+    shape = (32, 36)
+    yy, xx = np.indices(shape)
+    union = ((yy - 16) ** 2 + (xx - 11) ** 2 <= 64) | ((yy - 16) ** 2 + (xx - 23) ** 2 <= 64)
+    labels = np.where(union, np.where(xx <= 17, 1, 2), 0).astype(np.int32)
+    edge = np.minimum(1.0, ndi.distance_transform_edt(union) / 4.0)
+    notch = 1.0 - 0.035 * np.exp(-((xx - 17.0) ** 2) / (2 * 0.5**2))
+    height = np.where(labels == 2, 0.99, 1.0)  # real peaks never tie
+    distance = (edge * notch * height * (labels > 0)).astype(np.float32)
+    return np.stack([(labels > 0).astype(np.float32), distance]), labels
+
+
+def test_tuning_changes_seed_prominence_and_smoothing_together_when_only_both_split():
+    cache = _validation([_pair_with_shallow_narrow_valley() for _ in range(3)])
+    start = PostprocessConfig(seed_prominence=0.05, smoothing=1.0)
+    assert cache.counts(start, (0.5,))[0].fn == 3  # each pair merged into one object
+    for alone in (
+        PostprocessConfig(seed_prominence=0.02, smoothing=1.0),
+        PostprocessConfig(seed_prominence=0.05, smoothing=0.0),
+    ):
+        assert cache.counts(alone, (0.5,))[0].fn == 3  # one change alone does not split
+    tuned, counts = tune_postprocess(cache, start)
+    assert tuned.seed_prominence < 0.05 and tuned.smoothing < 1.0
+    assert counts[0].ap == 1.0
