@@ -10,18 +10,44 @@ from napari_live_unet.layers.visible_crop import (
     PreviewWindow,
     VisibleCrop,
     preview_context,
+    steady_window,
     visible_window,
     volume_window,
 )
 
 
-def test_window_follows_the_view_and_is_capped_around_its_centre():
+def test_window_is_capped_around_the_view_centre():
     corners = np.array([[0, 100, 200], [0, 899, 1199]])  # (t, y, x): y 100-899, x 200-1199
     window = visible_window(corners, np.array([3.2, 0, 0]), (5, 1000, 1500), 2, (1, 2), 256)
     assert window.frame == (3,)
     assert window.start == (500 - 128, 700 - 128) and window.stop == (500 + 128, 700 + 128)
+    # An image smaller than the cap is previewed whole, however far the view zooms in.
     small = visible_window(np.array([[10, 20], [49, 79]]), np.zeros(2), (64, 96), 2, (0, 1), 256)
-    assert small == PreviewWindow((), (10, 20), (50, 80))
+    assert small == PreviewWindow((), (0, 0), (64, 96))
+
+
+def test_zooming_and_small_pans_keep_the_window_in_place():
+    shape = (1000, 1500)
+
+    def window(y0, x0, size, previous=None):
+        corners = np.array([[y0, x0], [y0 + size - 1, x0 + size - 1]])
+        new = visible_window(corners, np.zeros(2), shape, 2, (0, 1), 256)
+        return steady_window(previous, new, (0, 1))
+
+    first = window(300, 400, 200)
+    assert window(340, 440, 120) == first  # zoomed in on the same centre: same window
+    assert window(305, 408, 200, first) == first  # a pan of a few pixels: kept
+    assert window(360, 400, 200, first) == first  # 60 pixels: still under a quarter
+    moved = window(500, 400, 200, first)  # a pan of 200 pixels: the window follows
+    assert moved.start[0] == first.start[0] + 200 and moved.start[1] == first.start[1]
+
+
+def test_changing_slice_or_frame_always_moves_the_window():
+    slab = PreviewWindow((), (10, 0, 0), (19, 256, 256))  # z 10-18 around slice 14
+    next_slice = PreviewWindow((), (11, 0, 0), (20, 256, 256))
+    assert steady_window(slab, next_slice, (1, 2)) == next_slice
+    frame = PreviewWindow((0,), (0, 0), (256, 256))
+    assert steady_window(frame, PreviewWindow((1,), (0, 0), (256, 256)), (0, 1)).frame == (1,)
 
 
 def test_three_d_model_previews_a_slab_around_the_current_slice():

@@ -13,6 +13,7 @@ from napari_live_unet.engine import ModelConfig, SegmentationModel
 from napari_live_unet.engine.image_adapter import estimate_diameter
 from napari_live_unet.engine.model_file import load_model, save_model
 from napari_live_unet.layers.current_model import current_model
+from napari_live_unet.layers.preview_pacing import PreviewPacing
 from napari_live_unet.widgets import job_runner
 from napari_live_unet.widgets import train as train_module
 from napari_live_unet.widgets.close_question import WhileTraining
@@ -283,6 +284,20 @@ def test_saved_model_reloads_and_opens_in_napari(make_napari_viewer, qtbot, tmp_
     assert "nuclei.pt" in widget.model_label.text()
 
 
+class RecordingPacing(PreviewPacing):
+    """Pacing that records whether each wait ended with the preview drawn (a long timeout:
+    a viewer that never acknowledged would hold each preview for 30 s and record False)."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=30.0)
+        self.results: list[bool] = []
+
+    def wait_until_drawn(self, should_stop=None) -> bool:
+        drawn = super().wait_until_drawn(should_stop)
+        self.results.append(drawn)
+        return drawn
+
+
 def test_trains_on_a_time_series_and_previews_the_current_frame(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     frames = [synthetic_nuclei((128, 128), n=10, seed=s) for s in range(3)]
@@ -297,12 +312,15 @@ def test_trains_on_a_time_series_and_previews_the_current_frame(make_napari_view
     widget.reset_choices()
     tiny_settings(widget, epochs=2)
     widget.preview_every.setValue(1)
+    widget.preview.pacing = RecordingPacing()
     widget.start()
     wait_done(qtbot, widget)
     assert current_model.model is not None and current_model.model.config.ndim == 2
     preview = viewer.layers["movie live preview"]
     assert preview.data.shape == (1, 128, 128)
     assert preview.translate[0] == 2  # drawn on the frame that was on screen
+    # The worker waited for each preview (one per epoch) until the viewer had drawn it.
+    assert widget.preview.pacing.results == [True, True]
 
 
 def test_trains_a_3d_model_on_a_volume(make_napari_viewer, qtbot):

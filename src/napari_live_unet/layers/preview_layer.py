@@ -17,6 +17,7 @@ from .visible_crop import (
     MAX_PREVIEW_VOXELS,
     MIN_CONTEXT,
     PreviewWindow,
+    steady_window,
     visible_window,
     volume_window,
 )
@@ -85,6 +86,7 @@ def visible_window_of(
     max_size: int,
     context: int | Sequence[int] = MIN_CONTEXT,
     max_voxels: int = MAX_PREVIEW_VOXELS,
+    previous: PreviewWindow | None = None,
 ) -> PreviewWindow:
     """The crop of ``image`` to preview for what the canvas shows now.
 
@@ -103,6 +105,9 @@ def visible_window_of(
         (see :func:`~.visible_crop.preview_context`).
     max_voxels : int
         Largest crop size in voxels.
+    previous : PreviewWindow, optional
+        The window previewed now: kept while the view moved only a little (see
+        :func:`~.visible_crop.steady_window`).
 
     Returns
     -------
@@ -121,5 +126,8 @@ def visible_window_of(
     if viewer.dims.ndisplay == 3:
         world[list(viewer.dims.displayed)] = viewer.camera.center[-len(viewer.dims.displayed) :]
         centre = np.asarray(image.world_to_data(world[offset:]), dtype=float)
-        return volume_window(centre, *args)
-    return visible_window(image.corner_pixels, *args)
+        window = volume_window(centre, *args)
+    else:
+        window = visible_window(image.corner_pixels, *args)
+    lead = len(shape) - spatial_ndim
+    return steady_window(previous, window, [d - lead for d in displayed if d >= lead])

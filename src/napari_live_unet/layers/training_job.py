@@ -33,6 +33,7 @@ from ..engine.model_file import load_model
 from ..engine.regions import Region, pairs_from_regions
 from ..engine.train import PreviewHook, train
 from .layer_pairs import layer_image_data, spatial_shape
+from .preview_pacing import PreviewPacing
 from .shape_regions import regions_from_shapes
 from .voxel_size import layer_voxel_size
 
@@ -192,12 +193,15 @@ def training_job(
     preview: PreviewHook | None = None,
     preview_every: int = 1,
     adapt: AdaptOptions | None = None,
+    pacing: PreviewPacing | None = None,
 ) -> Iterator[Any]:
     """Build the pairs and the starting model, then yield the engine's training events.
 
     Before them: a :class:`StartNote` when the run starts from scratch instead of the
     chosen model, and an :class:`AnnotationWarning` for each annotated area where the
-    starting model sees far more objects than were painted.
+    starting model sees far more objects than were painted. With ``pacing``, training
+    waits after each :class:`~napari_live_unet.engine.events.PreviewReady` until the
+    viewer has drawn it (see :mod:`.preview_pacing`).
     """
     pairs, val_pairs = build_pairs(sources, folder)
     ndim, channels = pairs[0].labels.ndim, pairs[0].image.shape[0]
@@ -208,7 +212,7 @@ def training_job(
         for sparse in sparse_annotations(initial_model, pairs, adapt or AUTO_FIT):
             yield AnnotationWarning(sparse.describe())
     with threads_left_for_the_viewer():
-        yield from train(
+        events = train(
             pairs,
             settings.train_config,
             model_config=settings.model_config(ndim, channels),
@@ -220,6 +224,11 @@ def training_job(
             preview_every=preview_every,
             adapt=adapt,
         )
+        with contextlib.closing(events):
+            for event in events:
+                yield event
+                if pacing is not None and isinstance(event, ev.PreviewReady):
+                    pacing.wait_until_drawn(stop.is_set)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from qtpy.QtCore import QObject, QTimer
 from ..engine.config import ModelConfig
 from ..layers.layer_pairs import layer_image_data
 from ..layers.preview_layer import preview_layer, show_preview, visible_window_of
+from ..layers.preview_pacing import PreviewPacing
 from ..layers.visible_crop import PreviewWindow, VisibleCrop, preview_context
 
 
@@ -19,13 +20,15 @@ class LivePreviewController(QObject):
     The training worker reads the crop through :attr:`crop` (thread-safe) and never sees
     a layer; :meth:`show` runs on the main thread. A 3D model seen slice by slice is
     previewed on a slab of slices around the shown one (enough z context for the network);
-    in a 3D view, on a bounded sub-volume around the camera's centre.
+    in a 3D view, on a bounded sub-volume around the camera's centre. :attr:`pacing` tells
+    the worker when each preview has been drawn, so that it can wait for that.
     """
 
     def __init__(self, viewer, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self.crop = VisibleCrop()
+        self.pacing = PreviewPacing()
         self.image: Image | None = None
         self._spatial_ndim = 2
         self._context: tuple[int, ...] = preview_context(None)
@@ -49,6 +52,7 @@ class LivePreviewController(QObject):
             preview takes in (see :func:`preview_context`); None: the default one.
         """
         self.stop()
+        self.pacing.reset()
         if image is None:
             return
         self.image, self._spatial_ndim = image, spatial_ndim
@@ -64,9 +68,13 @@ class LivePreviewController(QObject):
         self.image = None
 
     def show(self, labels: np.ndarray, window: PreviewWindow) -> None:
-        """Draw the labels the worker computed for ``window``."""
+        """Draw the labels the worker computed for ``window``; tell :attr:`pacing` once
+        the canvas has redrawn."""
         if self.image is not None and self.image in self.viewer.layers:
             show_preview(self.viewer, self.image, labels, window)
+        # The canvas redraw the refresh asked for runs in the next pass of the event loop;
+        # the second pass comes after it.
+        QTimer.singleShot(0, lambda: QTimer.singleShot(0, self.pacing.drawn))
 
     def _update_view(self) -> None:
         layer = self.image
@@ -80,5 +88,6 @@ class LivePreviewController(QObject):
             self.crop.max_size,
             self._context,
             self.crop.max_voxels,
+            previous=self.crop.window,
         )
         self.crop.set_view(layer_image_data(layer), window, bool(getattr(layer, "rgb", False)))

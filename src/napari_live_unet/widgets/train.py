@@ -185,12 +185,15 @@ class TrainWidget(QWidget):
             architecture or settings.model_config(ndim, 1),
         )
         crop = self.preview.crop if self.preview.image is not None else None
+        pacing = self.preview.pacing if crop is not None else None
         every = self.preview_every.value()
         self.plot.start_run(continue_previous=continue_training)
         self._start_note = ""
         self._started_at = time.monotonic()
         self._jobs.start(
-            lambda stop: training_job(sources, folder, settings, start, stop, crop, every, adapt),
+            lambda stop: training_job(
+                sources, folder, settings, start, stop, crop, every, adapt, pacing
+            ),
             self._on_event,
             self._on_end,
         )
@@ -316,10 +319,14 @@ class TrainWidget(QWidget):
             self.status.setText(f"Training stopped: {end.failure.message}")
 
     def _show_progress(self, progress: float, elapsed: float, epoch: int, loss: float) -> None:
+        # QProgressBar repaints at once on a new value (a window composition: ~20 ms on a
+        # software-rendered display); with updates off it is drawn with the next paint.
+        self.progress.setUpdatesEnabled(False)
         self.progress.setValue(int(progress * self.progress.maximum()))
         left = elapsed * (1 - progress) / progress if progress > 0.01 else None
         remaining = f", {_clock(left)} left" if left is not None else ""
         self.progress.setFormat(f"epoch {epoch} · loss {loss:.3f}{remaining}")
+        self.progress.setUpdatesEnabled(True)
 
     def _preview_image_for(self, sources: list[LayerSource]) -> Image | None:
         """The image layer to preview: the first pair's, if live preview is on."""
