@@ -85,3 +85,32 @@ def test_tuning_changes_seed_prominence_and_smoothing_together_when_only_both_sp
     tuned, counts = tune_postprocess(cache, start)
     assert tuned.seed_prominence < 0.05 and tuned.smoothing < 1.0
     assert counts[0].ap == 1.0
+
+
+def test_post_processing_uses_no_more_threads_than_torch_may(monkeypatch):
+    # The viewer trains with a core left to its GUI thread (torch.set_num_threads); the
+    # threshold search after training must not take that core back.
+    import threading
+
+    import torch
+
+    from napari_live_unet.engine import evaluation
+
+    threads: set[int] = set()
+    real = evaluation.instances_from_outputs
+
+    def recording(*args, **kwargs):
+        threads.add(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "instances_from_outputs", recording)
+    cache = _validation([_big_and_small_touching(seed) for seed in range(6)])
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(3):
+            cache.caches = [{} for _ in cache.pairs]
+            cache.counts(PostprocessConfig())
+    finally:
+        torch.set_num_threads(before)
+    assert len(threads) == 1

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
+import torch
 
 from .config import PostprocessConfig
 from .data import TrainingPair
@@ -62,8 +62,9 @@ class CachedValidation:
             )
             return _masked(labels, self.pairs[i].annotated)
 
-        # scikit-image releases the GIL for most of the post-processing.
-        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        # scikit-image releases the GIL for most of the post-processing. As many threads
+        # as torch may use: a viewer that trains leaves a core to its GUI thread.
+        with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
             preds = list(pool.map(one, range(len(self.pairs))))
         return dataset_counts(self.gts, preds, thresholds)
 
