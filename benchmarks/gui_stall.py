@@ -120,7 +120,9 @@ class User:
         self.trace.calls += [("pan", t0, t1), ("paint", t1, t2)]
 
 
-def one_run(show: bool, interact: bool, epochs: int, steps: int, idle: float = 0.0) -> dict:
+def one_run(
+    show: bool, interact: bool, epochs: int, steps: int, idle: float = 0.0, pacing: bool = True
+) -> dict:
     viewer = napari.Viewer(show=show)
     _, image, labels = load_sample("train")[0]
     viewer.add_image(image, name="nuclei")
@@ -137,6 +139,8 @@ def one_run(show: bool, interact: bool, epochs: int, steps: int, idle: float = 0
     s.patch_size.setValue(64)
     s.batch_size.setValue(4)
     widget.preview_every.setValue(1)
+    if not pacing:  # the worker does not wait for previews to be drawn
+        widget.preview.pacing.timeout = 0.0
     viewer.layers.selection.active = gt
 
     trace = Trace()
@@ -229,6 +233,9 @@ def main() -> None:
     )
     parser.add_argument("--stacks", action="store_true", help="where the threads were in a gap")
     parser.add_argument(
+        "--no-pacing", action="store_true", help="train on while previews are drawn"
+    )
+    parser.add_argument(
         "--switch-interval", type=float, help="sys.setswitchinterval in ms (Python's: 5)"
     )
     args = parser.parse_args()
@@ -236,7 +243,10 @@ def main() -> None:
         sys.setswitchinterval(args.switch_interval / 1000)
     results = []
     for run in range(args.runs):
-        r = one_run(not args.hidden, not args.no_user, args.epochs, args.steps, args.idle)
+        r = one_run(
+            not args.hidden, not args.no_user, args.epochs, args.steps, args.idle,
+            not args.no_pacing,
+        )  # fmt: skip
         results.append(r)
         print(
             f"run {run + 1}: {r['seconds']:.1f} s, {r['n']} gaps: median {r['median']:.1f} ms, "

@@ -56,7 +56,9 @@ def cpu_model() -> str:
     return f"{name} ({'with' if 'avx512_bf16' in flags else 'without'} AVX512-BF16)"
 
 
-def network(kind: str, voxel: tuple[float, ...], base: int, depth: int) -> ModelConfig:
+def network(
+    kind: str, voxel: tuple[float, ...], base: int, depth: int, mode: str = "distance"
+) -> ModelConfig:
     """``aniso``: flat first levels from the voxel size; ``iso``: 2x2x2 pooling throughout."""
     if kind == "aniso":
         pooling, kernels = anisotropic_layout(voxel, depth)
@@ -64,11 +66,13 @@ def network(kind: str, voxel: tuple[float, ...], base: int, depth: int) -> Model
         pooling, kernels = ((2, 2, 2),) * depth, ((3, 3, 3),) * (depth + 1)
     return ModelConfig(
         ndim=3, base_channels=base, depth=depth, pooling=pooling, kernels=kernels,
-        voxel_size=voxel,
+        voxel_size=voxel, mode=mode,
     )  # fmt: skip
 
 
-def run(kind, train_pairs, test, voxel, budget, seed, save_to=None) -> dict:
+def run(
+    kind, train_pairs, test, voxel, budget, seed, save_to=None, mode="distance", base=None
+) -> dict:
     """Train one network for ``budget`` seconds, then predict and score ``test``.
 
     ``save_to``: a model file to write the trained model to (for looking at its errors).
@@ -82,7 +86,8 @@ def run(kind, train_pairs, test, voxel, budget, seed, save_to=None) -> dict:
         patch_size_z=settings["patch_size_z"],
         seed=seed,
     )
-    model_config = network(kind, voxel, settings["base_channels"], settings["depth"])
+    base = base or settings["base_channels"]
+    model_config = network(kind, voxel, base, settings["depth"], mode)
     rates, model, started = [], None, None
     for event in train(train_pairs, config, model_config=model_config, device="cpu"):
         if isinstance(event, TrainingStarted):
@@ -102,6 +107,7 @@ def run(kind, train_pairs, test, voxel, budget, seed, save_to=None) -> dict:
     counts = dataset_counts([gt for _, gt in test], preds)
     return {
         "network": kind,
+        "mode": mode,
         "pooling": [list(p) for p in model.config.level_pooling],
         "patch": list(started.patch_shape),
         "batch": started.batch_size,
@@ -126,6 +132,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path)
     p.add_argument("--save-models", type=Path, help="folder for the trained models")
+    p.add_argument("--mode", choices=["distance", "boundary"], default="distance")
+    p.add_argument("--base-channels", type=int, help="default: the engine's for a CPU")
     args = p.parse_args()
     torch.manual_seed(args.seed)
     voxel = tuple(args.voxel_size)
@@ -149,7 +157,10 @@ def main() -> int:
     }
     for kind in args.networks:
         save_to = None if args.save_models is None else args.save_models / f"{kind}.pt"
-        result = run(kind, train_pairs, test, voxel, args.time_budget, args.seed, save_to)
+        result = run(
+            kind, train_pairs, test, voxel, args.time_budget, args.seed, save_to, args.mode,
+            args.base_channels,
+        )  # fmt: skip
         results["runs"].append(result)
         print(json.dumps(result), flush=True)
     if args.small_budget > 0:
@@ -159,7 +170,8 @@ def main() -> int:
         pair = make_pair(image[..., :half], labels[..., :half], name="left", voxel_size=voxel)
         result = run(
             "aniso", [pair], [(image[..., half:], labels[..., half:])], voxel,
-            args.small_budget, args.seed,
+            args.small_budget, args.seed, mode=args.mode, base=args.base_channels,
+            save_to=None if args.save_models is None else args.save_models / "small.pt",
         )  # fmt: skip
         result["scenario"] = f"one volume 24x128x160, {int(labels.max())} nuclei, halves"
         results["small_volume"] = result
