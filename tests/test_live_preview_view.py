@@ -84,3 +84,34 @@ def test_3d_view_previews_a_bounded_volume_around_the_camera(make_napari_viewer,
     controller.show(predicted(request), request.key)
     assert layer.contour == 1
     controller.stop()
+
+
+def test_the_preview_stays_in_place_under_small_pans_and_follows_large_ones(
+    make_napari_viewer, qtbot
+):
+    viewer = make_napari_viewer(show=True)  # drawn, so the layer knows what is in view
+    movie = np.zeros((3, 1200, 1200), np.float32)  # (t, y, x): larger than a preview
+    image = viewer.add_image(movie, name="movie")
+    viewer.dims.set_current_step(0, 1)
+    viewer.camera.zoom = 2.0
+    viewer.camera.center = (600, 600)
+    qtbot.wait(100)
+    controller = LivePreviewController(viewer)
+    controller.start(image, 2)
+    first = controller.crop.window
+    assert first is not None and first.frame == (1,)
+    assert [b - a for a, b in zip(first.start, first.stop, strict=True)] == [384, 384]
+
+    def pan_to(y, x):
+        viewer.camera.center = (y, x)
+        qtbot.wait(100)
+        controller._update_view()  # what its 0.5 s timer does
+        return controller.crop.window
+
+    assert pan_to(610, 630) == first  # a few pixels: the preview layer is not moved
+    moved = pan_to(600, 900)  # 300 pixels: it follows the view
+    assert moved is not None and moved.start[1] == first.start[1] + 300
+    viewer.dims.set_current_step(0, 2)  # another frame: it follows at once
+    controller._update_view()
+    assert controller.crop.window is not None and controller.crop.window.frame == (2,)
+    controller.stop()
