@@ -95,7 +95,12 @@ def test_the_preview_stays_in_place_under_small_pans_and_follows_large_ones(
     viewer.dims.set_current_step(0, 1)
     viewer.camera.zoom = 2.0
     viewer.camera.center = (600, 600)
-    qtbot.wait(100)
+
+    def drawn_at(y, x):  # the canvas has drawn the view centred there
+        corners = image.corner_pixels[:, 1:]
+        return np.allclose(corners.mean(axis=0), (y, x), atol=2)
+
+    qtbot.waitUntil(lambda: drawn_at(600, 600))
     controller = LivePreviewController(viewer)
     controller.start(image, 2)
     first = controller.crop.window
@@ -104,7 +109,7 @@ def test_the_preview_stays_in_place_under_small_pans_and_follows_large_ones(
 
     def pan_to(y, x):
         viewer.camera.center = (y, x)
-        qtbot.wait(100)
+        qtbot.waitUntil(lambda: drawn_at(y, x))
         controller._update_view()  # what its 0.5 s timer does
         return controller.crop.window
 
