@@ -99,6 +99,23 @@ def write_dataset(root: Path, n_images=4, shape=(96, 96), seed=0) -> tuple[Path,
     return images, labels
 
 
+def predict_argv(model, images, out, *extra) -> list[str]:
+    """``live-unet predict`` arguments on the CPU: ``model`` (a path or a built-in name) on
+    ``images`` into ``out``, then ``extra`` options."""
+    return [
+        "predict",
+        "--model",
+        str(model),
+        "--images",
+        str(images),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *map(str, extra),
+    ]
+
+
 def predict_one(network, image, low=None, high=None, **kwargs):
     """Outputs for a single image, or None when stopped early."""
     stats = None if low is None else [(low, high)]

@@ -6,7 +6,7 @@ import tifffile
 
 from napari_live_unet.cli import main
 
-from .conftest import write_dataset
+from .conftest import predict_argv, write_dataset
 
 TINY = [
     "--base-channels",
@@ -39,20 +39,6 @@ def _train_argv(images, labels, out, epochs="1"):
     ]
 
 
-def _predict_argv(model, images, out):
-    return [
-        "predict",
-        "--model",
-        str(model),
-        "--images",
-        str(images),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-    ]
-
-
 def _train(images, labels, out):
     return main(_train_argv(images, labels, out, epochs="2"))
 
@@ -73,7 +59,7 @@ def test_train_predict_evaluate(dataset, tmp_path, capsys):
     assert _train(images, labels, model) == 0
     assert model.is_file()
     out = tmp_path / "pred"
-    assert main([*_predict_argv(model, images, out), "--save-maps"]) == 0
+    assert main([*predict_argv(model, images, out), "--save-maps"]) == 0
     for name in ("img0", "img1", "img2", "img3"):
         pred = tifffile.imread(out / f"{name}.tif")
         assert pred.shape == (96, 96) and np.issubdtype(pred.dtype, np.integer)
@@ -198,7 +184,7 @@ def test_predict_refuses_bad_inputs_before_writing(dataset, tmp_path, capsys):
     capsys.readouterr()
     tifffile.imwrite(images / "img3.tif", np.full((96, 96), np.inf, np.float32))
     out = tmp_path / "pred"
-    predict = _predict_argv(model, images, out)
+    predict = predict_argv(model, images, out)
     _expect_error(capsys, predict, "img3.tif", out)
     _expect_error(
         capsys,

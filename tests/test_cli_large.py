@@ -35,7 +35,7 @@ from napari_live_unet.engine.image_source import open_image
 from napari_live_unet.engine.metrics import match_counts
 from napari_live_unet.engine.ome_zarr_labels import OmeZarrLabelsWriter
 
-from .conftest import synthetic_nuclei
+from .conftest import predict_argv, synthetic_nuclei
 
 MB = 2**20
 BASELINE = 400 * MB
@@ -90,21 +90,6 @@ def nine_blocks(starter, nuclei):
     """``--memory-limit`` (with the ``blocks`` fixture) that cuts ``nuclei`` stored in
     256 x 256 chunks into 3 x 3 blocks of one chunk each."""
     return _limit(_fitting(starter, (256, 256), nuclei.shape))
-
-
-def _predict(images, out, *extra) -> list[str]:
-    return [
-        "predict",
-        "--model",
-        "nuclei",
-        "--images",
-        str(images),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        *map(str, extra),
-    ]
 
 
 def _write_ome_zarr(path: Path, image: np.ndarray, axes: str, scale: dict, chunks) -> Path:
@@ -163,7 +148,7 @@ def test_ome_zarr_in_ome_zarr_out_2d(tmp_path, capsys, starter, nuclei, nine_blo
         tmp_path / "cells.ome.zarr", nuclei, "yx", {"y": 0.5, "x": 0.5}, (256, 256)
     )
     out = tmp_path / "out.zarr"
-    assert main(_predict(src, out, "--memory-limit", nine_blocks)) == 0
+    assert main(predict_argv("nuclei", src, out, "--memory-limit", nine_blocks)) == 0
     assert "wrote 1 label images" in capsys.readouterr().out
     assert blocks == [9]  # 3 x 3 blocks of one 256 x 256 chunk each: the test needs seams
 
@@ -192,7 +177,7 @@ def test_ome_zarr_zyx_keeps_z_and_its_voxel_size(tmp_path, capsys, starter, nucl
     scale = {"z": 2.0, "y": 0.5, "x": 0.5}
     src = _write_ome_zarr(tmp_path / "stack.ome.zarr", stack, "zyx", scale, (1, 128, 128))
     out = tmp_path / "out.zarr"
-    assert main(_predict(src, out)) == 0, capsys.readouterr().err
+    assert main(predict_argv("nuclei", src, out)) == 0, capsys.readouterr().err
     labels = open_image(out / "labels" / "stack")
     assert labels.axes == "zyx"
     assert labels.voxel_size == pytest.approx((2.0, 0.5, 0.5))
@@ -212,7 +197,7 @@ def test_tiff_larger_than_the_limit_into_a_folder(tmp_path, capsys, starter, nuc
     tifffile.imwrite(images / "big.tif", nuclei)
     out = tmp_path / "out"
     per_block = int(0.45 * block_bytes(nuclei.shape))  # too large to predict whole
-    assert main(_predict(images, out, "--memory-limit", _limit(per_block))) == 0, (
+    assert main(predict_argv("nuclei", images, out, "--memory-limit", _limit(per_block))) == 0, (
         capsys.readouterr().err
     )
     assert blocks and blocks[0] >= 4
@@ -236,7 +221,7 @@ def test_time_series_tiff_is_labelled_frame_by_frame(tmp_path, capsys, starter, 
     )
     tifffile.imwrite(tmp_path / "movie.tif", series, imagej=True, metadata={"axes": "TYX"})
     out = tmp_path / "out"
-    assert main(_predict(tmp_path / "movie.tif", out)) == 0, capsys.readouterr().err
+    assert main(predict_argv("nuclei", tmp_path / "movie.tif", out)) == 0, capsys.readouterr().err
     labels = tifffile.imread(out / "movie.tif")
     assert labels.shape == (5, 256, 256)
     for t in range(5):
@@ -251,11 +236,20 @@ def test_workers_give_the_same_labels_as_one_process(tmp_path, capsys, nuclei, n
     src = _write_ome_zarr(
         tmp_path / "cells.ome.zarr", nuclei, "yx", {"y": 0.5, "x": 0.5}, (256, 256)
     )
-    assert main(_predict(src, tmp_path / "one.zarr", "--memory-limit", nine_blocks)) == 0
+    assert (
+        main(predict_argv("nuclei", src, tmp_path / "one.zarr", "--memory-limit", nine_blocks)) == 0
+    )
     # Each worker gets what the one process had (its own baseline and the same blocks), and
     # this process keeps its baseline.
     limit = f"{BASELINE // MB + 2 * int(nine_blocks[:-1])}M"
-    assert main(_predict(src, tmp_path / "two.zarr", "--memory-limit", limit, "--workers", 2)) == 0
+    assert (
+        main(
+            predict_argv(
+                "nuclei", src, tmp_path / "two.zarr", "--memory-limit", limit, "--workers", 2
+            )
+        )
+        == 0
+    )
     assert "2 dask worker(s)" in capsys.readouterr().out
     assert blocks == [9, 9]
     one = open_image(tmp_path / "one.zarr" / "labels" / "cells").array[:]
@@ -269,7 +263,7 @@ def test_workers_share_the_memory_limit(tmp_path, capsys, nuclei, nine_blocks, b
     does not fit two workers, and is refused before any worker starts."""
     src = _write_ome_zarr(tmp_path / "cells.ome.zarr", nuclei, "yx", {}, (256, 256))
     out = tmp_path / "out.zarr"
-    argv = _predict(src, out, "--memory-limit", nine_blocks, "--workers", 2)
+    argv = predict_argv("nuclei", src, out, "--memory-limit", nine_blocks, "--workers", 2)
     _error(capsys, argv, "too small", "--workers 2", "fewer workers")
     assert not out.exists() and not blocks
 
@@ -280,7 +274,13 @@ def test_workers_share_the_memory_limit(tmp_path, capsys, nuclei, nine_blocks, b
 def test_a_zarr_group_without_an_image_is_refused(tmp_path, capsys):
     zarr.open_group(str(tmp_path / "empty.zarr"), mode="w")
     out = tmp_path / "out.zarr"
-    _error(capsys, _predict(tmp_path / "empty.zarr", out), "empty.zarr", "no array", "pass")
+    _error(
+        capsys,
+        predict_argv("nuclei", tmp_path / "empty.zarr", out),
+        "empty.zarr",
+        "no array",
+        "pass",
+    )
     assert not out.exists()
 
 
@@ -290,7 +290,7 @@ def test_an_unreachable_scheduler_is_named(tmp_path, capsys, nuclei, monkeypatch
     monkeypatch.setattr(dask_blocks, "CONNECT_TIMEOUT_S", 1)
     src = _write_ome_zarr(tmp_path / "c.ome.zarr", nuclei[:256, :256], "yx", {}, (256, 256))
     out = tmp_path / "out.zarr"
-    argv = _predict(src, out, "--scheduler", "tcp://127.0.0.1:9")
+    argv = predict_argv("nuclei", src, out, "--scheduler", "tcp://127.0.0.1:9")
     _error(capsys, argv, "tcp://127.0.0.1:9", "dask scheduler", "check the address")
     assert not out.exists()
 
@@ -302,7 +302,7 @@ def test_a_chunk_larger_than_a_block_is_refused(tmp_path, capsys, nuclei, blocks
     out = tmp_path / "out.zarr"
     _error(
         capsys,
-        _predict(path, out, "--memory-limit", _limit(block_bytes(nuclei.shape) // 2)),
+        predict_argv("nuclei", path, out, "--memory-limit", _limit(block_bytes(nuclei.shape) // 2)),
         "Rechunk",
         "(768, 768)",
     )
@@ -316,7 +316,7 @@ def test_a_tiff_too_large_for_the_smallest_block_asks_for_more_memory(
     to raise the limit, not to rechunk the image."""
     tifffile.imwrite(tmp_path / "big.tif", nuclei)
     out = tmp_path / "out"
-    argv = _predict(tmp_path / "big.tif", out, "--memory-limit", _limit(7 * MB))
+    argv = predict_argv("nuclei", tmp_path / "big.tif", out, "--memory-limit", _limit(7 * MB))
     err = _error(capsys, argv, "big.tif", "Raise --memory-limit")
     assert "Rechunk" not in err and "storage chunks" not in err
     assert not out.exists()
@@ -333,7 +333,7 @@ def test_a_tiff_too_large_for_the_smallest_block_asks_for_more_memory(
 def test_bad_memory_limits(tmp_path, capsys, nuclei, limit, words):
     tifffile.imwrite(tmp_path / "a.tif", nuclei[:128, :128])
     out = tmp_path / "out"
-    _error(capsys, _predict(tmp_path / "a.tif", out, "--memory-limit", limit), *words)
+    _error(capsys, predict_argv("nuclei", tmp_path / "a.tif", out, "--memory-limit", limit), *words)
     assert not out.exists()
 
 
@@ -347,14 +347,19 @@ def test_bad_memory_limits(tmp_path, capsys, nuclei, limit, words):
 def test_bad_cluster_options(tmp_path, capsys, nuclei, extra, words):
     tifffile.imwrite(tmp_path / "a.tif", nuclei[:128, :128])
     out = tmp_path / "out.zarr"
-    _error(capsys, _predict(tmp_path / "a.tif", out, *extra), *words)
+    _error(capsys, predict_argv("nuclei", tmp_path / "a.tif", out, *extra), *words)
     assert not out.exists()
 
 
 def test_save_maps_with_a_zarr_output_is_refused(tmp_path, capsys, nuclei):
     tifffile.imwrite(tmp_path / "a.tif", nuclei[:128, :128])
     out = tmp_path / "out.zarr"
-    _error(capsys, _predict(tmp_path / "a.tif", out, "--save-maps"), "--save-maps", "OME-Zarr")
+    _error(
+        capsys,
+        predict_argv("nuclei", tmp_path / "a.tif", out, "--save-maps"),
+        "--save-maps",
+        "OME-Zarr",
+    )
     assert not out.exists()
 
 
@@ -365,14 +370,14 @@ def test_existing_zarr_labels_are_kept_unless_overwrite(tmp_path, capsys, starte
     image = nuclei[:256, :256]
     src = _write_ome_zarr(tmp_path / "cells.ome.zarr", image, "yx", {}, (128, 128))
     out = tmp_path / "out.zarr"
-    assert main(_predict(src, out)) == 0
+    assert main(predict_argv("nuclei", src, out)) == 0
     first = open_image(out / "labels" / "cells").array[:]
     # Change the input: a rerun would write other labels.
     _write_ome_zarr(src, image[::-1].copy(), "yx", {}, (128, 128))
     capsys.readouterr()
-    _error(capsys, _predict(src, out), "already holds", "cells", "--overwrite")
+    _error(capsys, predict_argv("nuclei", src, out), "already holds", "cells", "--overwrite")
     np.testing.assert_array_equal(open_image(out / "labels" / "cells").array[:], first)
-    assert main(_predict(src, out, "--overwrite")) == 0
+    assert main(predict_argv("nuclei", src, out, "--overwrite")) == 0
     second = open_image(out / "labels" / "cells").array[:]
     assert not np.array_equal(second, first)
     _same_objects(starter.segment(image[::-1].copy()), second)
@@ -414,7 +419,7 @@ def test_an_interrupted_write_leaves_nothing(
 
     monkeypatch.setattr(block_predict, "label_block", failing)
     with pytest.raises(_Broken):
-        main(_predict(src, out, "--memory-limit", nine_blocks, "--overwrite"))
+        main(predict_argv("nuclei", src, out, "--memory-limit", nine_blocks, "--overwrite"))
     assert blocks == [9]
     assert 3 <= len(calls) < 9  # it stopped at the failure, midway
     if existing:
@@ -454,9 +459,11 @@ def test_a_run_stays_under_its_memory_limit(tmp_path):
     array[:] = image
     limit = baseline + 320 * MB
     capped = _peak_bytes(
-        _predict(path, tmp_path / "capped.zarr", "--memory-limit", f"{limit // MB}M")
+        predict_argv("nuclei", path, tmp_path / "capped.zarr", "--memory-limit", f"{limit // MB}M")
     )
     assert capped <= 1.1 * limit, (capped / MB, limit / MB)
     # The test can fail: predicted whole, the same image takes clearly more.
-    whole = _peak_bytes(_predict(path, tmp_path / "whole.zarr", "--memory-limit", "8G"))
+    whole = _peak_bytes(
+        predict_argv("nuclei", path, tmp_path / "whole.zarr", "--memory-limit", "8G")
+    )
     assert whole > 1.1 * limit, (whole / MB, limit / MB)

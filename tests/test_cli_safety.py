@@ -6,7 +6,8 @@ import tifffile
 
 from napari_live_unet.cli import main
 
-from .test_cli import _expect_error, _predict_argv, _train_argv
+from .conftest import predict_argv
+from .test_cli import _expect_error, _train_argv
 
 
 @pytest.fixture
@@ -25,14 +26,14 @@ def test_predict_never_writes_over_labels_or_images(trained, tmp_path, capsys):
     images, labels, model = trained
     before = _snapshot(labels), _snapshot(images)
     capsys.readouterr()
-    _expect_error(capsys, _predict_argv(model, images, labels), "--overwrite")
-    _expect_error(capsys, _predict_argv(model, images, images / "sub"), "inside the input")
+    _expect_error(capsys, predict_argv(model, images, labels), "--overwrite")
+    _expect_error(capsys, predict_argv(model, images, images / "sub"), "inside the input")
     assert (_snapshot(labels), _snapshot(images)) == before
     out = tmp_path / "pred"
-    assert main(_predict_argv(model, images, out)) == 0
+    assert main(predict_argv(model, images, out)) == 0
     capsys.readouterr()
-    _expect_error(capsys, _predict_argv(model, images, out), "already holds")
-    assert main([*_predict_argv(model, images, out), "--overwrite"]) == 0
+    _expect_error(capsys, predict_argv(model, images, out), "already holds")
+    assert main([*predict_argv(model, images, out), "--overwrite"]) == 0
 
 
 def test_train_never_writes_over_an_input_and_checks_the_output_first(dataset, capsys):
@@ -78,7 +79,7 @@ def test_bad_numbers_get_a_clear_error_before_any_work(trained, tmp_path, capsys
         ("--tile-size", "-3", "too small"),
         ("--batch-size", "0", "batch"),
     ]:
-        _expect_error(capsys, [*_predict_argv(model, images, pred), option, value], message, pred)
+        _expect_error(capsys, [*predict_argv(model, images, pred), option, value], message, pred)
     demo = tmp_path / "demo"
     _expect_error(capsys, ["demo", "--out", str(demo), "--time-budget", "0"], "time-budget", demo)
 

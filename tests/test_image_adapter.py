@@ -204,7 +204,8 @@ def test_cli_messages_count_the_channels_of_colour_tiffs(n, tmp_path, capsys):
     from napari_live_unet.cli import main
     from napari_live_unet.engine import save_model
 
-    from .test_cli import _predict_argv, _train_argv
+    from .conftest import predict_argv
+    from .test_cli import _train_argv
 
     images, labels = tmp_path / "images", tmp_path / "labels"
     images.mkdir()
@@ -218,7 +219,7 @@ def test_cli_messages_count_the_channels_of_colour_tiffs(n, tmp_path, capsys):
     train_argv = [*_train_argv(images, labels, tmp_path / "m.pt"), "--channel", "5"]
     runs = [
         (train_argv, f"has {n} channel(s)"),
-        (_predict_argv(tmp_path / "two.pt", images, tmp_path / "out"), f"with {n} channel(s)"),
+        (predict_argv(tmp_path / "two.pt", images, tmp_path / "out"), f"with {n} channel(s)"),
     ]
     for argv, expected in runs:
         assert main(argv) == 2
