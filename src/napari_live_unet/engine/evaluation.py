@@ -89,20 +89,20 @@ def tune_postprocess(
     changed at once (a 3D model's validation volume gained two nuclei from prominence
     0.05 → 0.02 with smoothing 1 → 0.5, and nothing from either alone).
     """
-    axes: list[tuple[str, ...]] = [("fg_threshold",), ("seed_threshold",), ("min_size",)]
-    grids: list[list[tuple]] = [
-        [(v,) for v in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)],
-        [(v,) for v in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)],
-        [(v,) for v in (0, 5, 10, 20, 40)],
+    # Each coordinate: the parameters it sets, and their values to try.
+    coordinates: list[tuple[tuple[str, ...], list[tuple]]] = [
+        (("fg_threshold",), [(v,) for v in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)]),
+        (("seed_threshold",), [(v,) for v in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)]),
+        (("min_size",), [(v,) for v in (0, 5, 10, 20, 40)]),
     ]
     if cache.mode == "distance":
-        axes.append(("seed_prominence", "smoothing"))
-        grids.append(list(itertools.product((0.0, 0.02, 0.05, 0.1), (0.0, 0.5, 1.0, 2.0))))
+        pairs = list(itertools.product((0.0, 0.02, 0.05, 0.1), (0.0, 0.5, 1.0, 2.0)))
+        coordinates.append((("seed_prominence", "smoothing"), pairs))
     best = start
     best_score = tuning_score(cache.counts(best, (0.5, 0.7)))
     for _ in range(2):
         improved = False
-        for names, grid in zip(axes, grids, strict=True):
+        for names, grid in coordinates:
             for values in grid:
                 candidate = replace(best, **dict(zip(names, values, strict=True)))
                 if candidate == best:
