@@ -71,7 +71,8 @@ def network(
 
 
 def run(
-    kind, train_pairs, test, voxel, budget, seed, save_to=None, mode="distance", base=None
+    kind, train_pairs, test, voxel, budget, seed, save_to=None, mode="distance", base=None,
+    model_voxel=None,
 ) -> dict:
     """Train one network for ``budget`` seconds, then predict and score ``test``.
 
@@ -87,7 +88,7 @@ def run(
         seed=seed,
     )
     base = base or settings["base_channels"]
-    model_config = network(kind, voxel, base, settings["depth"], mode)
+    model_config = network(kind, model_voxel or voxel, base, settings["depth"], mode)
     rates, model, started = [], None, None
     for event in train(train_pairs, config, model_config=model_config, device="cpu"):
         if isinstance(event, TrainingStarted):
@@ -134,9 +135,11 @@ def main() -> int:
     p.add_argument("--save-models", type=Path, help="folder for the trained models")
     p.add_argument("--mode", choices=["distance", "boundary"], default="distance")
     p.add_argument("--base-channels", type=int, help="default: the engine's for a CPU")
+    p.add_argument("--model-voxel-size", type=float, nargs=3, help="default: the data's")
     args = p.parse_args()
     torch.manual_seed(args.seed)
     voxel = tuple(args.voxel_size)
+    model_voxel = tuple(args.model_voxel_size) if args.model_voxel_size else None
     volumes = [
         make_volume(args.shape, voxel, n=40, seed=(args.seed, i))
         for i in range(args.n_train + args.n_test)
@@ -159,7 +162,7 @@ def main() -> int:
         save_to = None if args.save_models is None else args.save_models / f"{kind}.pt"
         result = run(
             kind, train_pairs, test, voxel, args.time_budget, args.seed, save_to, args.mode,
-            args.base_channels,
+            args.base_channels, model_voxel,
         )  # fmt: skip
         results["runs"].append(result)
         print(json.dumps(result), flush=True)
@@ -172,6 +175,7 @@ def main() -> int:
             "aniso", [pair], [(image[..., half:], labels[..., half:])], voxel,
             args.small_budget, args.seed, mode=args.mode, base=args.base_channels,
             save_to=None if args.save_models is None else args.save_models / "small.pt",
+            model_voxel=model_voxel,
         )  # fmt: skip
         result["scenario"] = f"one volume 24x128x160, {int(labels.max())} nuclei, halves"
         results["small_volume"] = result

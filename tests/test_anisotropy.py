@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from scipy import ndimage as ndi
 
 from napari_live_unet.engine import (
     AdaptOptions,
@@ -25,7 +26,11 @@ from napari_live_unet.engine.errors import InputError
 from napari_live_unet.engine.memory_estimate import training_memory_bytes
 from napari_live_unet.engine.model import SegmentationModel
 from napari_live_unet.engine.sizes import training_patch_shape
-from napari_live_unet.engine.targets import normalized_distance
+from napari_live_unet.engine.targets import (
+    TOUCHING_SCALE,
+    distance_target,
+    normalized_distance,
+)
 from napari_live_unet.engine.unet import UNet
 from napari_live_unet.engine.voxel_metadata import read_voxel_size
 
@@ -128,6 +133,33 @@ def test_distance_targets_are_in_physical_units():
     assert physical[centre] == pytest.approx(1.0)
     # in voxel units, the flat box's distance falls off along z three times too fast
     assert voxels[1, 11, 11] < 0.5 * voxels[4, 11, 3]
+
+
+def _saddle(distance, labels):
+    """Highest level at which objects 1 and 2 are joined in ``distance > level``."""
+    low, high = 0.0, 1.0
+    for _ in range(20):
+        level = (low + high) / 2
+        parts = ndi.label(distance > level, np.ones((3, 3, 3)))[0]
+        joined = np.intersect1d(parts[labels == 1], parts[labels == 2])
+        low, high = (level, high) if (joined > 0).any() else (low, level)
+    return low
+
+
+def test_distance_target_keeps_a_valley_between_nuclei_stacked_in_z():
+    # Two nuclei two slices deep (3 µm steps), one on top of the other.
+    z, y, x = np.indices((8, 24, 24))
+    labels = np.zeros((8, 24, 24), np.int32)
+    labels[(z >= 2) & (z <= 3) & ((y - 11) ** 2 + (x - 12) ** 2 <= 36)] = 1
+    labels[(z >= 4) & (z <= 5) & ((y - 13) ** 2 + (x - 12) ** 2 <= 36)] = 2
+    sampling = (3.0, 1.0, 1.0)
+    # Each nucleus's last slice lies a z step from the other, as far as its centre lies
+    # from its sides: the per-object distance joins the two peaks without a dip.
+    assert _saddle(normalized_distance(labels, sampling), labels) > 0.9
+    target = distance_target(labels, sampling)
+    assert _saddle(target, labels) <= TOUCHING_SCALE
+    assert np.isclose(target[labels == 1].max(), 1.0)
+    assert np.isclose(target[labels == 2].max(), 1.0)
 
 
 def test_augmentation_keeps_z_as_z():

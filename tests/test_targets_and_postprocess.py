@@ -5,8 +5,11 @@ from napari_live_unet.engine import PostprocessConfig, instances_from_outputs, m
 from napari_live_unet.engine.targets import (
     BOUNDARY,
     INTERIOR,
+    TOUCHING_SCALE,
     boundary_classes,
+    distance_target,
     normalized_distance,
+    touching_pixels,
 )
 
 from .conftest import synthetic_nuclei, touching_pair
@@ -30,10 +33,31 @@ def test_normalized_distance_peaks_at_one_per_object():
         assert dist[labels == k].min() > 0
 
 
+def test_distance_target_lowers_only_pixels_touching_another_object():
+    labels = touching_pair((64, 96)).astype(np.int32)
+    labels[20:30, 80:90] = 3  # alone
+    # Brute force: an object pixel with one of its 8 neighbours in another object.
+    padded = np.pad(labels, 1)
+    expected = np.zeros(labels.shape, bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            other = padded[1 + dy : 1 + dy + labels.shape[0], 1 + dx : 1 + dx + labels.shape[1]]
+            expected |= (other > 0) & (other != labels)
+    expected &= labels > 0
+    assert expected.sum() > 10
+    np.testing.assert_array_equal(touching_pixels(labels), expected)
+
+    plain, target = normalized_distance(labels), distance_target(labels)
+    np.testing.assert_allclose(target[expected], TOUCHING_SCALE * plain[expected])
+    np.testing.assert_array_equal(target[~expected], plain[~expected])
+    for k in (1, 2, 3):
+        assert np.isclose(target[labels == k].max(), 1.0)
+
+
 def _ideal_outputs(labels, mode):
     fg = (labels > 0).astype(np.float32)
     if mode == "distance":
-        return np.stack([fg, normalized_distance(labels)])
+        return np.stack([fg, distance_target(labels)])
     return np.stack([fg, (boundary_classes(labels) == BOUNDARY).astype(np.float32)])
 
 

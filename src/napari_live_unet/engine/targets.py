@@ -11,6 +11,9 @@ from skimage.segmentation import find_boundaries
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 
+# Distance target at object pixels that touch another object, relative to their own.
+TOUCHING_SCALE = 0.5
+
 
 def boundary_classes(labels: np.ndarray) -> np.ndarray:
     """Three classes per pixel: 0 background, 1 object interior, 2 object boundary.
@@ -48,17 +51,43 @@ def normalized_distance(labels: np.ndarray, sampling: Sequence[float] | None = N
     return out
 
 
+def touching_pixels(labels: np.ndarray) -> np.ndarray:
+    """Object pixels with a neighbour (any of the 8 in 2D, 26 in 3D) in another object."""
+    footprint = np.ones((3,) * labels.ndim, bool)
+    outside = labels.max() + 1
+    highest = ndi.grey_dilation(labels, footprint=footprint)
+    lowest = ndi.grey_erosion(np.where(labels > 0, labels, outside), footprint=footprint)
+    return (labels > 0) & ((highest != labels) | ((lowest != labels) & (lowest < outside)))
+
+
+def distance_target(labels: np.ndarray, sampling: Sequence[float] | None = None) -> np.ndarray:
+    """The distance mode's auxiliary target: :func:`normalized_distance`, halved where an
+    object touches another one.
+
+    Every path from one object's peak to a touching neighbour's then passes a pixel at
+    most half the height of the peaks, so touching objects keep separate seeds even when
+    the network smooths the map. The per-object distance alone dips little between nuclei
+    stacked in z: the last slice of a nucleus two or three slices deep lies a whole z step
+    from its neighbour, about as far as its centre lies from its sides, and on synthetic
+    volumes (voxel 3x1x1 um) the saddles between such pairs were 0.46-0.83 of the peaks;
+    the network's smoothed maps lost them and merged the pairs.
+    """
+    distance = normalized_distance(labels, sampling)
+    distance[touching_pixels(labels)] *= TOUCHING_SCALE
+    return distance
+
+
 def make_targets(
     labels: np.ndarray, mode: str, sampling: Sequence[float] | None = None
 ) -> np.ndarray:
     """Targets for one label image, shape (T, *spatial) float32.
 
     ``boundary`` mode gives one channel of class indices; ``distance`` mode gives
-    foreground (0/1) and the normalised distance (in physical units when ``sampling``, the
+    foreground (0/1) and :func:`distance_target` (in physical units when ``sampling``, the
     voxel size, is given).
     """
     if mode == "boundary":
         return boundary_classes(labels)[None].astype(np.float32)
     if mode == "distance":
-        return np.stack([(labels > 0).astype(np.float32), normalized_distance(labels, sampling)])
+        return np.stack([(labels > 0).astype(np.float32), distance_target(labels, sampling)])
     raise ValueError(f"unknown mode {mode!r}")
