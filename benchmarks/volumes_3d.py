@@ -73,7 +73,7 @@ def network(
 def run(
     kind, train_pairs, test, voxel, budget, seed, save_to=None, mode="distance", base=None,
     model_voxel=None,
-) -> dict:
+) -> dict:  # fmt: skip
     """Train one network for ``budget`` seconds, then predict and score ``test``.
 
     ``save_to``: a model file to write the trained model to (for looking at its errors).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +136,34 @@ def no_current_model():
 @pytest.fixture
 def dataset(tmp_path) -> tuple[Path, Path]:
     return write_dataset(tmp_path / "train")
+
+
+@dataclass
+class BlockedRemoval:
+    """``shutil.rmtree`` patched to wait for ``release`` and record the threads it ran on."""
+
+    release: threading.Event
+    threads: list[threading.Thread]
+
+    def on_caller(self) -> bool:
+        """Whether a removal ran on this (the calling) thread."""
+        return threading.current_thread() in self.threads
+
+
+@pytest.fixture
+def blocked_removal(monkeypatch):
+    """Directory removals wait until the test sets ``release`` (at most 2 s: on the
+    calling thread that freezes ``close()``), then remove as usual."""
+    import shutil
+
+    blocked = BlockedRemoval(threading.Event(), [])
+    rmtree = shutil.rmtree
+
+    def waiting_rmtree(path, *args, **kwargs):
+        blocked.threads.append(threading.current_thread())
+        blocked.release.wait(timeout=2)
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", waiting_rmtree)
+    yield blocked
+    blocked.release.set()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_live_unet.engine.output_cache import FrameOutputCache, chunk_shape
+from napari_live_unet.engine.temp_store import wait_for_removals
 
 FRAME = (2, 64, 64)
 FRAME_BYTES = 2 * 64 * 64 * 2  # float16
@@ -37,7 +38,8 @@ def test_100_frames_stay_within_the_budget_and_spilled_frames_come_back_equal(tm
             np.testing.assert_array_equal(cache.get(i), series[i])
         assert cache.memory_bytes <= 3 * FRAME_BYTES
         directory = cache.directory
-    assert cache.closed and not directory.exists()
+    assert cache.closed and wait_for_removals(timeout=10)
+    assert not directory.exists()
     with pytest.raises(ValueError, match="closed"):
         cache.get(0)
 
@@ -79,7 +81,23 @@ def test_a_forgotten_cache_removes_its_directory():
     assert directory is not None and directory.exists()
     del cache
     gc.collect()
+    assert wait_for_removals(timeout=10)
     assert not directory.exists()
+
+
+def test_closing_removes_the_directory_off_the_calling_thread(tmp_path, blocked_removal):
+    # close() runs on the GUI thread: deleting gigabytes of spilled frames must not.
+    cache = FrameOutputCache(0, directory=tmp_path)
+    cache.put(0, frames(1)[0])
+    directory = cache.directory
+    assert directory is not None and directory.exists()
+    cache.close()  # returns while the removal waits for `release`
+    cache.close()
+    assert directory.exists() and not blocked_removal.on_caller()
+    blocked_removal.release.set()
+    assert wait_for_removals(timeout=10)
+    assert not directory.exists()
+    assert len(blocked_removal.threads) == 1 and not blocked_removal.on_caller()
 
 
 def test_chunks_split_only_frames_too_big_for_one():

@@ -8,6 +8,7 @@ import pytest
 
 from napari_live_unet.engine.metrics import match_counts
 from napari_live_unet.engine.output_cache import FrameOutputCache
+from napari_live_unet.engine.temp_store import wait_for_removals
 from napari_live_unet.layers import prediction_result
 from napari_live_unet.layers.current_model import current_model
 from napari_live_unet.widgets.predict import PredictWidget
@@ -184,14 +185,16 @@ def test_a_frame_beyond_the_memory_cap_is_predicted_block_by_block(widget_with, 
     assert result.store.array[3, 3] == 4242
 
     # Predicting again replaces the stored labels: the first directory goes; closing the
-    # result removes the second.
+    # result removes the second (both in the background).
     first = result.store.path
     widget.min_size.setValue(0)
     run_prediction(qtbot, widget, layer)
     second = widget._result.store.path
-    assert second != first and second.is_dir() and not first.exists()
+    assert second != first and second.is_dir() and wait_for_removals(timeout=10)
+    assert not first.exists()
     assert viewer.layers["big predictions"].data is widget._result.store.array
     widget._result.close()
+    assert wait_for_removals(timeout=10)
     assert not second.exists()
 
 
@@ -226,6 +229,7 @@ def test_a_large_pyramid_is_predicted_block_by_block_and_shown_as_one(
     assert not widget._result.blockwise
     predictions = viewer.layers["pyr predictions"]
     assert not predictions.multiscale and isinstance(predictions.data, np.ndarray)
+    assert wait_for_removals(timeout=10)
     assert path is not None and not path.exists()
     assert widget.show_outputs.isEnabled() and widget.copy_button.isEnabled()
 
@@ -249,4 +253,5 @@ def test_cancelling_a_block_prediction_changes_no_layer_and_removes_its_labels(
         lambda: not any(t.name.startswith("live-unet blocks") for t in threading.enumerate()),
         timeout=1000,
     )
+    assert wait_for_removals(timeout=10)
     assert pending.store.path is None or not pending.store.path.exists()

@@ -9,6 +9,7 @@ from napari_live_unet.engine import InputError, ModelConfig, PostprocessConfig, 
 from napari_live_unet.engine.image_adapter import AdaptOptions, InputSpec
 from napari_live_unet.engine.output_cache import FrameOutputCache
 from napari_live_unet.engine.targets import normalized_distance
+from napari_live_unet.engine.temp_store import wait_for_removals
 from napari_live_unet.layers import prediction_job as prediction_job_module
 from napari_live_unet.layers.jobs import JobFailed, failures_as_events
 from napari_live_unet.layers.prediction_job import (
@@ -405,6 +406,7 @@ def test_a_block_job_writes_each_frame_with_progress_per_block():
             result.output_arrays()
     finally:
         result.close()
+    assert wait_for_removals(timeout=10)
     assert not path.exists()
 
 

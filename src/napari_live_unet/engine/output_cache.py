@@ -5,14 +5,14 @@ Re-running post-processing with new thresholds needs every frame's network outpu
 the most recently used frames in memory, up to a byte budget, and spills the others to a
 zarr array in a temporary directory, read back one frame at a time. Nothing it holds in
 memory grows with the number of frames; the directory goes when the cache is closed, or
-when it is garbage collected (or the interpreter exits) if its owner forgets.
+when it is garbage collected (or the interpreter exits) if its owner forgets, removed on a
+background thread (:mod:`~napari_live_unet.engine.temp_store`): closing never waits on the
+disk.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 import threading
 import weakref
 from collections import OrderedDict
@@ -21,6 +21,8 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+
+from . import temp_store
 
 DTYPE = np.dtype(np.float16)
 """Outputs are stored as float16 (what the network returns)."""
@@ -182,7 +184,9 @@ class FrameOutputCache:
     # -- lifetime ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Drop the frames and remove the temporary directory (idempotent)."""
+        """Drop the frames and have the temporary directory removed in the background
+        (idempotent; :func:`~napari_live_unet.engine.temp_store.wait_for_removals` waits for
+        it)."""
         with self._lock:
             self._closed = True
             self._memory.clear()
@@ -243,10 +247,9 @@ class FrameOutputCache:
 
         assert self._shape is not None
         if self._array is None:
-            self._directory = tempfile.mkdtemp(prefix="live-unet-outputs-", dir=self._parent)
-            self._finalizer = weakref.finalize(
-                self, shutil.rmtree, self._directory, ignore_errors=True
-            )
+            directory = temp_store.make_directory("live-unet-outputs-", self._parent)
+            self._directory = str(directory)
+            self._finalizer = temp_store.remove_with(self, directory)
             rows = max(position + 1, 16)
             self._array = zarr.create_array(
                 store=str(Path(self._directory) / "outputs.zarr"),

@@ -8,8 +8,9 @@ that is more than the memory a prediction may take in the viewer
 ``--memory-limit`` is: :func:`gui_memory_share`), the layer is predicted as the CLI
 predicts stored images (:func:`~napari_live_unet.engine.large_image.segment_stored`): block
 by block from the layer's lazy level-0 array, into uint32 labels in a zarr array in a
-temporary directory (:class:`StoredLabels`), which the predictions layer then shows lazily.
-Such a result keeps no network outputs: changing thresholds means predicting again.
+temporary directory (:class:`~.stored_labels.StoredLabels`), which the predictions layer
+then shows lazily. Such a result keeps no network outputs: changing thresholds means
+predicting again.
 
 No Qt here, and no layer is touched by the job; :func:`start_prediction` picks the whole or
 the block path for the predict widget.
@@ -19,13 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import queue
-import shutil
-import tempfile
 import threading
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,7 +39,7 @@ from ..engine.block_plan import (
 from ..engine.config import PostprocessConfig
 from ..engine.errors import InputError
 from ..engine.image_adapter import AdaptOptions
-from ..engine.large_image import FrameDone, ImagePlan, label_dtype, plan_image, segment_stored
+from ..engine.large_image import FrameDone, ImagePlan, plan_image, segment_stored
 from ..engine.memory_estimate import format_bytes
 from ..engine.model import SegmentationModel
 from . import prediction_result
@@ -54,19 +51,7 @@ from .prediction_job import (
     new_result,
     prediction_job,
 )
-
-OUTPUTS_NOT_KEPT = (
-    "Network outputs are not kept for images predicted block by block; re-run Predict "
-    "after changing thresholds."
-)
-"""Why "Show network outputs" and live threshold updates are off for a block result."""
-
-COPY_NOT_AVAILABLE = (
-    "Copy to ground truth is not available for images predicted block by block: their "
-    "labels stay on disk. Correct the predictions layer directly (painting works), or "
-    "predict a smaller crop to copy from."
-)
-"""Why "Copy predictions to ground truth" is off for a block result."""
+from .stored_labels import BlockPredictionResult, StoredLabels
 
 SMALLEST_CAP = MIN_NETWORK_BYTES + BLOCKS_IN_FLIGHT * 256 * 256 * BYTES_PER_BLOCK_PIXEL
 """The least memory a block prediction is planned with (one forward pass, two small
@@ -82,98 +67,6 @@ class FrameWritten:
 
     position: int
     count: int
-
-
-class StoredLabels:
-    """uint32 labels in a zarr array in a temporary directory, made by :meth:`open`.
-
-    The directory is removed by :meth:`close`, or else once the array is garbage
-    collected (no result or layer holds it) or the interpreter exits.
-
-    Parameters
-    ----------
-    shape, chunks : tuple of int
-        The labels' shape (frames, then spatial) and zarr chunks.
-    directory : str or Path, optional
-        Where the temporary directory is made (default: the system's).
-    """
-
-    def __init__(
-        self, shape: tuple[int, ...], chunks: tuple[int, ...], directory: str | Path | None = None
-    ) -> None:
-        self.shape, self.chunks = tuple(shape), tuple(chunks)
-        self._parent = None if directory is None else str(directory)
-        self._array: Any = None
-        self._finalizer: weakref.finalize | None = None
-        self.path: Path | None = None
-
-    def open(self) -> Any:
-        """Make the directory and the empty array (in the worker: this is I/O)."""
-        import zarr
-
-        if self._array is None:
-            path = tempfile.mkdtemp(prefix="live-unet-labels-", dir=self._parent)
-            self._array = zarr.create_array(
-                store=path,
-                shape=self.shape,
-                chunks=self.chunks,
-                dtype=label_dtype(),
-                fill_value=0,
-            )
-            self._finalizer = weakref.finalize(self._array, shutil.rmtree, path, True)
-            self.path = Path(path)
-        return self._array
-
-    @property
-    def array(self) -> Any:
-        """The zarr array (after :meth:`open`)."""
-        if self._array is None:
-            raise ValueError("the stored labels were not written")
-        return self._array
-
-    @property
-    def opened(self) -> bool:
-        """Whether :meth:`open` made the array (and its directory)."""
-        return self._array is not None
-
-    @property
-    def closed(self) -> bool:
-        return self._finalizer is not None and not self._finalizer.alive
-
-    def close(self) -> None:
-        """Remove the directory now (a layer still showing the array would read zeros)."""
-        if self._finalizer is not None:
-            self._finalizer()
-
-
-@dataclass
-class BlockPredictionResult(PredictionResult):
-    """A prediction made block by block: labels on disk (:class:`StoredLabels`), counts
-    per frame in ``labels``, and no network outputs."""
-
-    store: StoredLabels | None = None
-    blocks: int = 0  # blocks of all frames
-
-    @property
-    def blockwise(self) -> bool:
-        return True
-
-    def labels_array(self) -> Any:
-        """The stored labels (a zarr array napari reads lazily)."""
-        if self.store is None:
-            raise ValueError("no frame has labels yet")
-        return self.store.array
-
-    def output_arrays(self) -> tuple[Any, Any]:
-        raise ValueError(OUTPUTS_NOT_KEPT)
-
-    def summary(self) -> str:
-        return f"{super().summary()} Predicted in {self.blocks} blocks. {OUTPUTS_NOT_KEPT}"
-
-    def close(self) -> None:
-        if self.store is not None:
-            self.store.close()
-        super().close()
 
 
 def gui_memory_share(cap: int) -> MemoryShare:

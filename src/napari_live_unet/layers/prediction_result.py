@@ -157,7 +157,7 @@ class PredictionResult:
     @property
     def blockwise(self) -> bool:
         """Whether the frames were predicted block by block (no outputs kept); see
-        :class:`~napari_live_unet.layers.large_prediction_job.BlockPredictionResult`."""
+        :class:`~napari_live_unet.layers.stored_labels.BlockPredictionResult`."""
         return False
 
     def summary(self) -> str:

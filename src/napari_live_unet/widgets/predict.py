@@ -26,13 +26,7 @@ from ..engine.config import PostprocessConfig
 from ..engine.device import available_devices
 from ..engine.errors import InputError
 from ..layers.current_model import current_model
-from ..layers.large_prediction_job import (
-    COPY_NOT_AVAILABLE,
-    OUTPUTS_NOT_KEPT,
-    FrameWritten,
-    release_result,
-    start_prediction,
-)
+from ..layers.large_prediction_job import FrameWritten, release_result, start_prediction
 from ..layers.layer_pairs import ground_truth_of, layer_choices, layer_image_data
 from ..layers.prediction_job import (
     FramePredicted,
@@ -48,6 +42,7 @@ from ..layers.prediction_layers import (
     show_labels,
     show_outputs,
 )
+from ..layers.stored_labels import COPY_NOT_AVAILABLE, OUTPUTS_NOT_KEPT
 from ..layers.voxel_size import layer_voxel_size
 from .copy_controls import CopyControls
 from .input_controls import InputControls
