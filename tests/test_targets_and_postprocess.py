@@ -54,6 +54,16 @@ def test_distance_target_lowers_only_pixels_touching_another_object():
         assert np.isclose(target[labels == k].max(), 1.0)
 
 
+def test_touching_pixels_are_found_on_both_sides_at_the_top_of_the_label_dtype():
+    # uint8 annotations with 255 objects: no id above the highest exists to mark background.
+    labels = np.zeros((4, 8), np.uint8)
+    labels[1:3, 1:4] = 254
+    labels[1:3, 4:7] = 255
+    touching = touching_pixels(labels)
+    assert touching[1:3, 3].all() and touching[1:3, 4].all()
+    assert touching.sum() == 4
+
+
 def _ideal_outputs(labels, mode):
     fg = (labels > 0).astype(np.float32)
     if mode == "distance":

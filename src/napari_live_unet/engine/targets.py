@@ -54,10 +54,11 @@ def normalized_distance(labels: np.ndarray, sampling: Sequence[float] | None = N
 def touching_pixels(labels: np.ndarray) -> np.ndarray:
     """Object pixels with a neighbour (any of the 8 in 2D, 26 in 3D) in another object."""
     footprint = np.ones((3,) * labels.ndim, bool)
-    outside = labels.max() + 1
+    # Background counts as the highest id when looking for lower neighbours (and is 0, the
+    # lowest, when looking for higher ones), so no id outside the dtype's range is needed.
     highest = ndi.grey_dilation(labels, footprint=footprint)
-    lowest = ndi.grey_erosion(np.where(labels > 0, labels, outside), footprint=footprint)
-    return (labels > 0) & ((highest != labels) | ((lowest != labels) & (lowest < outside)))
+    lowest = ndi.grey_erosion(np.where(labels > 0, labels, labels.max()), footprint=footprint)
+    return (labels > 0) & ((highest > labels) | (lowest < labels))
 
 
 def distance_target(labels: np.ndarray, sampling: Sequence[float] | None = None) -> np.ndarray:
