@@ -50,6 +50,10 @@ def augment_batch(
         image, targets, mask = _flip_rotate(image, targets, mask, config, generator)
     if config.rotate_scale:
         image, targets, mask = _rotate_scale(image, targets, mask, config, categorical, generator)
+    if config.colour > 0 and image.shape[1] > 1:
+        image = _mix_channels(image, config.colour, generator)
+    if config.blur > 0:
+        image = _blur(image, config.blur, generator)
     if config.intensity:
         image = _intensity(image, config, generator)
     return image, targets, mask
@@ -209,3 +213,47 @@ def _intensity(image, config, generator):
             noise = torch.randn(image.shape, device=device)
         image = image + noise * std * config.noise_std
     return image
+
+
+def _mix_channels(image: torch.Tensor, strength: float, generator) -> torch.Tensor:
+    """Each channel becomes itself plus up to ``strength`` of every other channel (signed),
+    then is rescaled to keep its weight: colour and stain shifts between images."""
+    b, c = image.shape[:2]
+    device = image.device
+    weights = (_rand(b * c * c, generator, device).reshape(b, c, c) * 2 - 1) * strength
+    eye = torch.eye(c, device=device).expand(b, c, c)
+    mix = eye + weights * (1 - eye)
+    mix = mix / mix.abs().sum(dim=2, keepdim=True).clamp_min(1e-6)
+    flat = image.reshape(b, c, -1)
+    return torch.bmm(mix.to(image.dtype), flat).reshape(image.shape)
+
+
+def _blur(image: torch.Tensor, fraction: float, generator) -> torch.Tensor:
+    """Blur (sigma up to 1.5 px) or sharpen (unsharp mask) a ``fraction`` of the patches in
+    their y/x plane; the others pass unchanged."""
+    b = image.shape[0]
+    device = image.device
+    chosen = (_rand(b, generator, device) < fraction).cpu().tolist()
+    sigmas = (0.5 + _rand(b, generator, device) * 1.0).cpu().tolist()
+    sharpen = (_rand(b, generator, device) < 0.3).cpu().tolist()
+    out = []
+    for i in range(b):
+        x = image[i : i + 1]
+        if chosen[i]:
+            smooth = _gaussian_yx(x, sigmas[i])
+            x = 2 * x - smooth if sharpen[i] else smooth
+        out.append(x)
+    return torch.cat(out)
+
+
+def _gaussian_yx(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, math.ceil(2.5 * sigma))
+    grid = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (grid / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    c, spatial = x.shape[1], x.shape[2:]
+    planes = x.reshape(-1, 1, *spatial[-2:])  # every channel (and slice) on its own
+    planes = F.pad(planes, (radius, radius, radius, radius), mode="reflect")
+    planes = F.conv2d(planes, kernel.view(1, 1, 1, -1))
+    planes = F.conv2d(planes, kernel.view(1, 1, -1, 1))
+    return planes.reshape(1, c, *spatial)

@@ -269,6 +269,24 @@ def split_validation(
     return train, val
 
 
+def split_regions(
+    pairs: Sequence[TrainingPair], fraction: float
+) -> tuple[list[TrainingPair], list[TrainingPair]]:
+    """Hold out ``fraction`` of every pair (a band along its longest axis) for validation.
+
+    With a handful of images, holding out whole images validates on a few objects of one
+    image; a band of each validates on every kind of image the user annotated. A pair
+    too small to split, or whose band holds no object, stays whole for training.
+    """
+    train: list[TrainingPair] = []
+    val: list[TrainingPair] = []
+    for pair in pairs:
+        kept, held = _split_single(pair, fraction) if fraction > 0 else ([pair], [])
+        train += kept
+        val += held
+    return train, val
+
+
 def _split_single(pair: TrainingPair, fraction: float) -> tuple[list[TrainingPair], list]:
     axis = int(np.argmax(pair.spatial_shape))
     size = pair.spatial_shape[axis]

@@ -213,6 +213,10 @@ def _epoch(
 ) -> Generator[TrainingEvent, None, tuple[list[torch.Tensor], int, bool, float]]:
     """Up to ``steps_per_epoch`` optimiser steps; returns (losses, samples, stopped, seconds)."""
     run.network.train()
+    if run.config.freeze_norm:  # keep the starting model's normalisation statistics
+        for module in run.network.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
     losses: list[torch.Tensor] = []
     samples, started = 0, time.perf_counter()
     for _ in range(run.config.steps_per_epoch):
@@ -267,17 +271,23 @@ def _epoch(
 def _end_of_epoch(
     run: TrainingRun, losses, samples: int, seconds: float
 ) -> Generator[TrainingEvent, None, None]:
-    """Validation loss, checkpoint of the best weights, the epoch's record and events."""
+    """Validation loss (and AP), checkpoint of the best weights, the epoch's record and
+    events."""
     val_loss = run.validation_loss() if run.is_main else None
     train_loss = float(torch.stack(losses).mean())
     if run.distributed is not None:
         train_loss = ddp.mean_over_ranks(train_loss, run.distributed)
-    monitored = val_loss if val_loss is not None else train_loss
-    is_best = monitored < run.best_loss
+    val_ap_due = run.config.val_ap_every and run.epoch % run.config.val_ap_every == 0
+    ap = None
+    if run.is_main and run.val_pairs and (val_ap_due or run.config.select_by == "ap"):
+        ap = validation_ap(run.model, run.val_pairs, run.config.val_ap_max_pixels)
+    monitored = _monitored(run, val_loss, train_loss, ap)
+    is_best = monitored < run.best_monitored
     if run.distributed is not None:  # rank 0 decides: checkpoint and early stopping agree
         is_best = ddp.from_main(is_best, run.distributed)
     if is_best:
-        run.best_loss, run.bad_epochs = monitored, 0
+        run.best_monitored, run.bad_epochs = monitored, 0
+        run.best_loss = val_loss if val_loss is not None else train_loss
         run.best_state = state_copy(run.network)
     else:
         run.bad_epochs += 1
@@ -302,11 +312,20 @@ def _end_of_epoch(
         run.progress(),
         is_best,
     )
-    val_ap_due = run.config.val_ap_every and run.epoch % run.config.val_ap_every == 0
-    if run.is_main and run.val_pairs and val_ap_due:
-        ap = validation_ap(run.model, run.val_pairs, run.config.val_ap_max_pixels)
+    if ap is not None:
         record["val_ap"] = {str(k): v for k, v in ap.items()}
         yield ValidationMetrics(run.epoch, ap, time.perf_counter() - run.start_time)
+
+
+def _monitored(
+    run: TrainingRun, val_loss: float | None, train_loss: float, ap: dict[float, float] | None
+) -> float:
+    """What the checkpoint minimises: the validation loss (else the training loss), or,
+    selecting by AP, minus the mean of AP@0.5 and AP@0.7, the loss breaking ties."""
+    loss = val_loss if val_loss is not None else train_loss
+    if run.config.select_by != "ap" or ap is None:
+        return loss
+    return -float(np.mean(list(ap.values()))) + 1e-3 * min(loss, 1.0)
 
 
 def _finish(
@@ -384,8 +403,11 @@ def _score_start(run: TrainingRun) -> Generator[TrainingEvent, None, None]:
     # a gap rather than a number.
     train_value = float("nan") if train_loss is None else train_loss
     yield EpochEnd(0, 0, train_value, val_loss, 0.0, 0.0, 0.0, 0.0, True)
-    if run.config.val_ap_every:
+    ap = None
+    if run.config.val_ap_every or run.config.select_by == "ap":
         ap = validation_ap(run.model, run.val_pairs, run.config.val_ap_max_pixels)
+    run.best_monitored = _monitored(run, val_loss, val_loss, ap)
+    if ap is not None:
         record["val_ap"] = {str(k): v for k, v in ap.items()}
         yield ValidationMetrics(0, ap, time.perf_counter() - started)
 

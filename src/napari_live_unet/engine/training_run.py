@@ -24,7 +24,7 @@ from .config import (
     anisotropic_layout,
     check_voxel_size,
 )
-from .data import TrainingPair, split_validation
+from .data import TrainingPair, split_regions, split_validation
 from .device import autocast, autocast_dtype, resolve_device
 from .distributed import DistributedContext, common_seed, rank_seed, wrap
 from .errors import InputError
@@ -75,6 +75,7 @@ class TrainingRun:
     epoch: int = 0
     learning_rate: float = 0.0
     best_loss: float = math.inf
+    best_monitored: float = math.inf  # what the checkpoint minimises (see train._monitored)
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs: int = 0
     last_step_event: float = 0.0
@@ -166,7 +167,9 @@ def set_up(
     check_training_memory(planned, config, device, patch=patch)
     if config.seed is not None:
         torch.manual_seed(config.seed)
-    if val_pairs is None:
+    if val_pairs is None and config.validation == "regions":
+        pairs, val_pairs = split_regions(pairs, config.val_fraction)
+    elif val_pairs is None:
         pairs, val_pairs = split_validation(pairs, config.val_fraction, config.seed)
     val_pairs = list(val_pairs)
     fine_tuning = initial_model is not None
