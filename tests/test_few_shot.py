@@ -19,6 +19,7 @@ from napari_live_unet.engine import (
 )
 from napari_live_unet.engine.augment import augment_batch
 from napari_live_unet.engine.data import split_regions
+from napari_live_unet.engine.recipe import FEW_SHOT_MAX_OBJECTS, choose_recipe
 
 from .conftest import synthetic_nuclei
 
@@ -38,6 +39,7 @@ def _config(**kw):
         patch_size=32,
         val_ap_every=0,
         tune_thresholds=False,
+        recipe="standard",
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -171,3 +173,43 @@ def test_blur_augmentation_smooths_or_sharpens_only_a_fraction_of_patches():
         categorical=(True, False),
     )
     assert blurred.shape == volume.shape
+
+
+def test_auto_recipe_is_few_shot_for_a_few_images_and_says_why():
+    config, choice = choose_recipe(_config(recipe="auto"), _pairs(3), validation_given=False)
+    assert choice.name == "few-shot"
+    assert "3 images, 24 objects" in choice.reason and "at most 4 images" in choice.reason
+    assert "band of every image" in choice.reason
+    assert config.validation == "regions" and config.select_by == "ap"
+    assert config.augment.colour > 0 and config.augment.blur > 0
+    # validation data given by the user: nothing is held out of the training images
+    _, given = choose_recipe(_config(recipe="auto"), _pairs(3), validation_given=True)
+    assert "band" not in given.reason
+
+
+def test_auto_recipe_is_standard_for_many_annotated_objects():
+    many = _pairs(8, shape=(64, 64)) * 3  # 24 images, 192 objects
+    assert sum(p.n_objects for p in many) >= FEW_SHOT_MAX_OBJECTS
+    config, choice = choose_recipe(_config(recipe="auto"), many, validation_given=False)
+    assert choice.name == "standard" and config == _config(recipe="auto")
+    # many images but few objects (sparse corrections): still few-shot
+    sparse = _pairs(6)
+    _, choice = choose_recipe(_config(recipe="auto"), sparse, validation_given=False)
+    assert choice.name == "few-shot" and "fewer than" in choice.reason
+
+
+def test_a_forced_recipe_wins_over_the_data():
+    many = _pairs(8, shape=(64, 64)) * 3
+    _, choice = choose_recipe(_config(recipe="few-shot"), many, validation_given=False)
+    assert choice.name == "few-shot" and "chosen" in choice.reason
+    config, choice = choose_recipe(_config(recipe="standard"), _pairs(2), validation_given=False)
+    assert choice.name == "standard" and config.select_by == "loss"
+
+
+def test_training_announces_the_recipe_and_records_its_settings():
+    events = list(train(_pairs(3), _config(recipe="auto"), model_config=TINY, device="cpu"))
+    started = events[0]
+    assert started.recipe.startswith("few-shot recipe") and started.n_val == 3
+    model = events[-1].model
+    assert model.train_config["select_by"] == "ap"
+    assert model.train_config["augment"]["colour"] > 0

@@ -33,6 +33,7 @@ def _config(**kw):
         patch_size=32,
         val_ap_every=2,
         tune_max_pixels=20_000,
+        recipe="standard",  # the loop itself; tests/test_few_shot.py covers the recipe
     )
     base.update(kw)
     return TrainConfig(**base)

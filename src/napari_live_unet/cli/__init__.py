@@ -156,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA)")
+    tr.add_argument(
+        "--recipe",
+        choices=["auto", "few-shot", "standard"],
+        default="auto",
+        help="few-shot: validation on a band of every image, checkpoint by validation AP, "
+        "stronger augmentation; auto (default) uses it for up to 4 images or under 150 "
+        "objects",
+    )
     _add_input_options(tr)
     tr.add_argument(
         "--all-channels",

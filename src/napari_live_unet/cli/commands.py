@@ -132,6 +132,8 @@ def _train_with_progress(
                 )
             elif isinstance(event, TrainingStarted):
                 bar.write(f"training on {event.describe_sizes()}", file=sys.stderr)
+                if event.recipe:
+                    bar.write(event.recipe, file=sys.stderr)
             elif isinstance(event, Notice):
                 bar.write(event.message, file=sys.stderr)
             elif isinstance(event, ThresholdsChosen):
@@ -211,6 +213,7 @@ def _train_command(
             early_stopping_patience=args.patience or None,
             seed=args.seed,
             compile=args.compile,
+            recipe=args.recipe,
         )
         # the network's size, checked for a 2D one-channel image: the data decides those
         smallest = ModelConfig(

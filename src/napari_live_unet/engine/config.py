@@ -311,6 +311,13 @@ class TrainConfig:
     threshold search after training uses up to ``tune_max_pixels``, because thresholds
     chosen on a small subset varied from run to run (on DSB2018, 2 MP of the 6.4 MP
     validation split chose thresholds worth 0.02 less test AP@0.5 in one of three runs).
+
+    ``validation`` says how validation data is held out when none is given: whole
+    ``images`` (``val_fraction`` of them) or ``regions`` (a band of ``val_fraction`` of
+    every image). ``select_by`` is what the kept checkpoint is best at: validation ``loss``
+    or ``ap``. ``freeze_norm`` keeps a starting model's batch-norm statistics. ``recipe``
+    ``auto`` switches these to the few-shot recipe for small data, ``few-shot`` always,
+    ``standard`` never (see :func:`~napari_live_unet.engine.recipe.choose_recipe`).
     """
 
     epochs: int | None = 100
@@ -336,6 +343,7 @@ class TrainConfig:
     validation: str = "images"
     select_by: str = "loss"
     freeze_norm: bool = False
+    recipe: str = "auto"
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.time_budget is None:
@@ -362,6 +370,10 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be 0 or more, got {self.weight_decay}")
         if self.validation not in ("images", "regions"):
             raise ValueError(f"validation must be 'images' or 'regions', got {self.validation!r}")
+        if self.recipe not in ("auto", "few-shot", "standard"):
+            raise ValueError(
+                f"recipe must be 'auto', 'few-shot' or 'standard', got {self.recipe!r}"
+            )
         if self.select_by not in ("loss", "ap"):
             raise ValueError(f"select_by must be 'loss' or 'ap', got {self.select_by!r}")
 

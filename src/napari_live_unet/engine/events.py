@@ -24,6 +24,8 @@ class TrainingStarted:
     batch_size: int = 0
     pooling: tuple[tuple[int, ...], ...] = ()
     """The network's pooling per level and axis (flat first levels for anisotropic data)."""
+    recipe: str = ""
+    """The recipe used and why, e.g. "few-shot recipe (4 images, 108 objects: ...): ..."."""
 
     def describe_sizes(self) -> str:
         """e.g. ``patches 16x64x64, batch 4, pooling (1,2,2) (2,2,2) (2,2,2)``."""

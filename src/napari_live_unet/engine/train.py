@@ -152,6 +152,7 @@ def train(
         patch_shape=run.patch_shape,
         batch_size=run.batch_size,
         pooling=run.model.config.level_pooling,
+        recipe=run.recipe.reason if run.recipe is not None else "",
     )
     yield Notice(f"Training images: {fitted.describe()}")
     start_model = copy.deepcopy(run.model) if initial_model is not None else None

@@ -32,6 +32,7 @@ from .image_adapter import Adaptation, AdaptOptions, channel_weights
 from .losses import boundary_class_weights, segmentation_loss
 from .memory_estimate import VALIDATION_CHUNK, check_training_memory
 from .model import SegmentationModel
+from .recipe import RecipeChoice, choose_recipe
 from .sampler import PatchSampler
 from .sizes import training_patch_shape
 from .training_input import fit_training_data
@@ -70,6 +71,7 @@ class TrainingRun:
     generator: torch.Generator
     batch_size: int
     patch_shape: tuple[int, ...] = ()
+    recipe: RecipeChoice | None = None
     start_time: float = field(default_factory=time.perf_counter)
     step: int = 0
     epoch: int = 0
@@ -167,6 +169,7 @@ def set_up(
     check_training_memory(planned, config, device, patch=patch)
     if config.seed is not None:
         torch.manual_seed(config.seed)
+    config, recipe = choose_recipe(config, pairs, validation_given=val_pairs is not None)
     if val_pairs is None and config.validation == "regions":
         pairs, val_pairs = split_regions(pairs, config.val_fraction)
     elif val_pairs is None:
@@ -236,6 +239,7 @@ def set_up(
         generator=torch.Generator().manual_seed(seed if seed is not None else 0),
         batch_size=config.batch_size,
         patch_shape=patch,
+        recipe=recipe,
         distributed=distributed,
     )
     return run, fitted

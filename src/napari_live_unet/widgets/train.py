@@ -265,11 +265,13 @@ class TrainWidget(QWidget):
                 if event.n_val
                 else "no validation data (mark a validation region to see validation loss)"
             )
+            recipe = f"{event.recipe[:1].upper()}{event.recipe[1:]}." if event.recipe else ""
             self.status.setText(
                 (f"{self._start_note} " if self._start_note else "")
                 + f"Training on {event.n_train} image(s), {val}; {event.device}, "
-                f"{event.n_parameters:,} parameters; {event.describe_sizes()}"
+                f"{event.n_parameters:,} parameters; {event.describe_sizes()}. {recipe}"
             )
+            self._start_note = f"{self._start_note} {recipe}".strip()  # kept for "Done"
         elif isinstance(event, ev.StepEnd):
             self._show_progress(event.progress, event.elapsed, event.epoch, event.loss)
         elif isinstance(event, ev.EpochEnd):

@@ -1,0 +1,101 @@
+"""Which training recipe suits the data: the few-shot recipe for a handful of annotations.
+
+A user's first corrections on a kind of image the starter never saw are a few images with a
+few dozen objects. Trained like a large data set, such a run validates on one held-out
+image of a few objects, so its checkpoint and thresholds follow noise (docs/benchmarks.md,
+"Few-shot recipe"). The few-shot recipe validates on a band of every image, chooses the
+checkpoint by validation AP instead of loss, and augments colour and focus more strongly,
+since a few images show little of the variation the model will meet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .config import TrainConfig
+from .data import TrainingPair
+
+FEW_SHOT_MAX_IMAGES = 4
+"""Up to this many annotated images (or regions) the data counts as few-shot..."""
+FEW_SHOT_MAX_OBJECTS = 150
+"""...and also with more images, while they hold fewer objects than this."""
+
+RECIPES = ("auto", "few-shot", "standard")
+
+# What the few-shot recipe changes (measured on the histology development split).
+_FEW_SHOT_VAL_FRACTION = 0.25
+_FEW_SHOT_COLOUR = 0.2
+_FEW_SHOT_BLUR = 0.3
+
+
+@dataclass(frozen=True)
+class RecipeChoice:
+    """The recipe a run uses and why, in words for a status line.
+
+    Attributes
+    ----------
+    name : {"few-shot", "standard"}
+    reason : str
+        e.g. "few-shot recipe (4 images, 108 objects: at most 4 images): validation on a
+        band of every image, checkpoint by validation AP, colour and blur augmentation".
+    """
+
+    name: str
+    reason: str
+
+
+def choose_recipe(
+    config: TrainConfig, pairs: Sequence[TrainingPair], *, validation_given: bool
+) -> tuple[TrainConfig, RecipeChoice]:
+    """The training settings for ``pairs`` under ``config.recipe``, and the choice made.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        ``recipe`` ``auto`` picks the few-shot recipe for at most
+        :data:`FEW_SHOT_MAX_IMAGES` images or fewer than :data:`FEW_SHOT_MAX_OBJECTS`
+        annotated objects; ``few-shot`` and ``standard`` force one.
+    pairs : sequence of TrainingPair
+        The training data, before any validation split.
+    validation_given : bool
+        Whether the user gave validation data (then no band is held out of the images).
+
+    Returns
+    -------
+    config : TrainConfig
+        ``config`` with the recipe's settings.
+    choice : RecipeChoice
+    """
+    n_images = len(pairs)
+    n_objects = sum(p.n_objects for p in pairs)
+    counted = f"{n_images} image{'s' if n_images != 1 else ''}, {n_objects} objects"
+    if config.recipe == "standard":
+        return config, RecipeChoice("standard", f"standard recipe ({counted}; chosen)")
+    small = n_images <= FEW_SHOT_MAX_IMAGES or n_objects < FEW_SHOT_MAX_OBJECTS
+    if config.recipe == "auto" and not small:
+        return config, RecipeChoice("standard", f"standard recipe ({counted})")
+    if config.recipe == "few-shot":
+        why = "chosen"
+    elif n_images <= FEW_SHOT_MAX_IMAGES:
+        why = f"at most {FEW_SHOT_MAX_IMAGES} images"
+    else:
+        why = f"fewer than {FEW_SHOT_MAX_OBJECTS} objects"
+    changes = ["checkpoint by validation AP", "colour and blur augmentation"]
+    if not validation_given:
+        changes.insert(0, "validation on a band of every image")
+    augment = dataclasses.replace(
+        config.augment,
+        colour=max(config.augment.colour, _FEW_SHOT_COLOUR),
+        blur=max(config.augment.blur, _FEW_SHOT_BLUR),
+    )
+    few_shot = dataclasses.replace(
+        config,
+        validation="regions",
+        val_fraction=max(config.val_fraction, _FEW_SHOT_VAL_FRACTION),
+        select_by="ap",
+        augment=augment,
+    )
+    reason = f"few-shot recipe ({counted}: {why}): " + ", ".join(changes)
+    return few_shot, RecipeChoice("few-shot", reason)
