@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from napari_live_unet.engine import (
+    AdaptOptions,
     AugmentConfig,
     EpochEnd,
     ModelConfig,
@@ -176,33 +177,60 @@ def test_blur_augmentation_smooths_or_sharpens_only_a_fraction_of_patches():
 
 
 def test_auto_recipe_is_few_shot_for_a_few_images_and_says_why():
-    config, choice = choose_recipe(_config(recipe="auto"), _pairs(3), validation_given=False)
+    config, adapt, choice = choose_recipe(
+        _config(recipe="auto"), _pairs(3), validation_given=False, model_channels=1
+    )
     assert choice.name == "few-shot"
     assert "3 images, 24 objects" in choice.reason and "at most 4 images" in choice.reason
     assert "band of every image" in choice.reason
-    assert config.validation == "regions" and config.select_by == "ap"
+    assert config.validation == "regions" and config.val_fraction >= 0.25
     assert config.augment.colour > 0 and config.augment.blur > 0
+    assert not adapt.all_channels  # one-channel images: nothing to widen
     # validation data given by the user: nothing is held out of the training images
-    _, given = choose_recipe(_config(recipe="auto"), _pairs(3), validation_given=True)
+    _, _, given = choose_recipe(_config(recipe="auto"), _pairs(3), validation_given=True)
     assert "band" not in given.reason
+
+
+def _colour_pairs(n=2):
+    pairs = []
+    for i in range(n):
+        image, labels = synthetic_nuclei((64, 64), n=6, seed=i)
+        rgb = np.stack([image, image * 0.5, 255 - image], axis=-1).astype(np.uint8)
+        pairs.append(make_pair(rgb, labels, name=f"rgb{i}"))
+    return pairs
+
+
+def test_few_shot_recipe_reads_every_colour_channel_unless_the_user_chose_one():
+    pairs = _colour_pairs()
+    _, adapt, choice = choose_recipe(
+        _config(recipe="auto"), pairs, validation_given=False, model_channels=1
+    )
+    assert adapt.all_channels and "every colour channel" in choice.reason
+    chosen = AdaptOptions(channel=0)
+    _, adapt, _ = choose_recipe(
+        _config(recipe="auto"), pairs, validation_given=False, adapt=chosen, model_channels=1
+    )
+    assert adapt == chosen
+    _, adapt, _ = choose_recipe(_config(recipe="auto"), pairs, validation_given=False)
+    assert not adapt.all_channels  # a new model reads the channels it is built with
 
 
 def test_auto_recipe_is_standard_for_many_annotated_objects():
     many = _pairs(8, shape=(64, 64)) * 3  # 24 images, 192 objects
     assert sum(p.n_objects for p in many) >= FEW_SHOT_MAX_OBJECTS
-    config, choice = choose_recipe(_config(recipe="auto"), many, validation_given=False)
+    config, _, choice = choose_recipe(_config(recipe="auto"), many, validation_given=False)
     assert choice.name == "standard" and config == _config(recipe="auto")
     # many images but few objects (sparse corrections): still few-shot
     sparse = _pairs(6)
-    _, choice = choose_recipe(_config(recipe="auto"), sparse, validation_given=False)
+    _, _, choice = choose_recipe(_config(recipe="auto"), sparse, validation_given=False)
     assert choice.name == "few-shot" and "fewer than" in choice.reason
 
 
 def test_a_forced_recipe_wins_over_the_data():
     many = _pairs(8, shape=(64, 64)) * 3
-    _, choice = choose_recipe(_config(recipe="few-shot"), many, validation_given=False)
+    _, _, choice = choose_recipe(_config(recipe="few-shot"), many, validation_given=False)
     assert choice.name == "few-shot" and "chosen" in choice.reason
-    config, choice = choose_recipe(_config(recipe="standard"), _pairs(2), validation_given=False)
+    config, _, choice = choose_recipe(_config(recipe="standard"), _pairs(2), validation_given=False)
     assert choice.name == "standard" and config.select_by == "loss"
 
 
@@ -211,5 +239,13 @@ def test_training_announces_the_recipe_and_records_its_settings():
     started = events[0]
     assert started.recipe.startswith("few-shot recipe") and started.n_val == 3
     model = events[-1].model
-    assert model.train_config["select_by"] == "ap"
+    assert model.train_config["validation"] == "regions"
     assert model.train_config["augment"]["colour"] > 0
+
+
+def test_fine_tuning_a_one_channel_model_on_colour_images_widens_it():
+    start = run_training(_pairs(), _config(epochs=1), model_config=TINY, device="cpu")
+    tuned = run_training(_colour_pairs(), _config(recipe="auto"), initial_model=start)
+    assert tuned.config.in_channels == 3 and start.config.in_channels == 1
+    rgb = _colour_pairs(1)[0].image
+    assert tuned.segment(rgb, channel_axis=0).shape == (64, 64)

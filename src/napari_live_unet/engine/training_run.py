@@ -153,7 +153,13 @@ def set_up(
         config = dataclasses.replace(config, seed=common_seed(config.seed, distributed))
     if not pairs:
         raise InputError("no training data: give at least one image with labels")
-    adapt = adapt or AdaptOptions()
+    config, adapt, recipe = choose_recipe(
+        config,
+        pairs,
+        validation_given=val_pairs is not None,
+        adapt=adapt,
+        model_channels=None if initial_model is None else initial_model.config.in_channels,
+    )
     # Before the network, its optimiser or a patch is allocated: refuse settings that cannot
     # fit, instead of being killed by the operating system (issue 11, item 6).
     planned = (
@@ -169,7 +175,6 @@ def set_up(
     check_training_memory(planned, config, device, patch=patch)
     if config.seed is not None:
         torch.manual_seed(config.seed)
-    config, recipe = choose_recipe(config, pairs, validation_given=val_pairs is not None)
     if val_pairs is None and config.validation == "regions":
         pairs, val_pairs = split_regions(pairs, config.val_fraction)
     elif val_pairs is None:
