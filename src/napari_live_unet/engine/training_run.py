@@ -213,6 +213,7 @@ def set_up(
         model.network = widen_input(model.network, weights)
         model.config = model.network.config
     config = config.resolved(fine_tuning=fine_tuning)
+    assert config.learning_rate is not None  # resolved() fills it in
     seed = rank_seed(config.seed, rank)
     sampler = PatchSampler(
         pairs, mode, patch, device, model.normalization, config.foreground_sampling, seed
