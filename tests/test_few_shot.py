@@ -184,7 +184,6 @@ def test_auto_recipe_is_few_shot_for_a_few_images_and_says_why():
     assert "3 images, 24 objects" in choice.reason and "at most 4 images" in choice.reason
     assert "band of every image" in choice.reason
     assert config.validation == "regions" and config.val_fraction >= 0.25
-    assert config.augment.colour > 0 and config.augment.blur > 0
     assert not adapt.all_channels  # one-channel images: nothing to widen
     # validation data given by the user: nothing is held out of the training images
     _, _, given = choose_recipe(_config(recipe="auto"), _pairs(3), validation_given=True)
@@ -240,7 +239,6 @@ def test_training_announces_the_recipe_and_records_its_settings():
     assert started.recipe.startswith("few-shot recipe") and started.n_val == 3
     model = events[-1].model
     assert model.train_config["validation"] == "regions"
-    assert model.train_config["augment"]["colour"] > 0
 
 
 def test_fine_tuning_a_one_channel_model_on_colour_images_widens_it():
