@@ -160,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--recipe",
         choices=["auto", "few-shot", "standard"],
         default="auto",
-        help="few-shot: validation on a band of every image, every colour channel read, "
-        "stronger augmentation; auto (default) uses it for up to 4 images or under 150 "
+        help="few-shot: validation on a band of every image, every colour channel read; "
+        "auto (default) uses it for up to 4 images or under 150 "
         "objects",
     )
     _add_input_options(tr)
