@@ -28,6 +28,7 @@ from .config import (
 )
 from .data import TrainingPair, load_folder_pairs, make_pair, split_validation
 from .device import available_devices, resolve_device
+from .doubt import DoubtReport, ObjectDoubt, assess_doubt, doubt_from_outputs, write_doubt
 from .errors import InputError
 from .events import (
     EpochEnd,
@@ -54,6 +55,7 @@ __all__ = [
     "Adaptation",
     "AnnotatedImage",
     "AugmentConfig",
+    "DoubtReport",
     "EpochEnd",
     "InputError",
     "InputSpec",
@@ -61,6 +63,7 @@ __all__ = [
     "ModelConfig",
     "NormalizationConfig",
     "Notice",
+    "ObjectDoubt",
     "PostprocessConfig",
     "PreviewReady",
     "Region",
@@ -73,10 +76,12 @@ __all__ = [
     "TrainingPair",
     "TrainingStarted",
     "ValidationMetrics",
+    "assess_doubt",
     "available_devices",
     "builtin_model_info",
     "builtin_model_names",
     "dataset_counts",
+    "doubt_from_outputs",
     "estimate_diameter",
     "instances_from_outputs",
     "load_annotation_set",
@@ -96,4 +101,5 @@ __all__ = [
     "save_model",
     "split_validation",
     "train",
+    "write_doubt",
 ]
