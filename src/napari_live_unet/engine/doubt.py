@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -284,7 +284,7 @@ def _best_match(inside, other_box, labels_box, label, other_full) -> tuple[float
 
 def _missed(fg, labels, doubt, threshold, min_size) -> list[ObjectDoubt]:
     candidate = (fg > _MISSED_FRACTION * threshold) & (fg < threshold) & (labels == 0)
-    regions, _ = ndi.label(candidate)
+    regions, _ = cast("tuple[np.ndarray, int]", ndi.label(candidate))  # (labels, count)
     entries = []
     for label, box in enumerate(ndi.find_objects(regions), start=1):
         if box is None:
