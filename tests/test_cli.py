@@ -226,3 +226,49 @@ def test_demo_runs_on_bundled_sample(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.index("no training") < printed.index("Fine-tuning")
     assert "starter (no training)" in printed and "fine-tuned" in printed
+
+
+def test_predict_doubt_writes_the_map_and_ranked_objects_beside_the_labels(dataset, tmp_path):
+    import csv
+
+    images, _ = dataset
+    out = tmp_path / "pred"
+    assert main(predict_argv("nuclei", images, out, "--doubt")) == 0
+    names = sorted(p.stem for p in images.glob("*.tif"))
+    for name in names:
+        labels = tifffile.imread(out / f"{name}.tif")
+        doubt = tifffile.imread(out / f"{name}_doubt.tif")
+        assert doubt.shape == labels.shape and doubt.dtype == np.float32
+        assert doubt.min() >= 0 and doubt.max() <= 1
+        with open(out / f"{name}_doubt.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        listed = {int(r["label"]) for r in rows} - {0}
+        assert listed == set(np.unique(labels[labels > 0]).tolist())
+        scores = [float(r["score"]) for r in rows]
+        assert scores == sorted(scores, reverse=True)
+    # the labels are those a plain prediction writes
+    plain = tmp_path / "plain"
+    assert main(predict_argv("nuclei", images, plain)) == 0
+    for name in names:
+        assert np.array_equal(
+            tifffile.imread(plain / f"{name}.tif"), tifffile.imread(out / f"{name}.tif")
+        )
+    assert not list(plain.glob("*_doubt.*"))
+
+
+def test_predict_doubt_refuses_block_by_block_runs_and_existing_doubt_files(
+    dataset, tmp_path, capsys
+):
+    images, _ = dataset
+    out = tmp_path / "pred"
+    _expect_error(
+        capsys,
+        predict_argv("nuclei", images, out, "--doubt", "--workers", "1"),
+        "--doubt assesses images predicted whole",
+    )
+    assert not out.exists() or not list(out.iterdir())  # nothing written
+    out.mkdir(exist_ok=True)
+    name = sorted(images.glob("*.tif"))[0].stem
+    (out / f"{name}_doubt.csv").write_text("my notes")
+    _expect_error(capsys, predict_argv("nuclei", images, out, "--doubt"), "--overwrite")
+    assert (out / f"{name}_doubt.csv").read_text() == "my notes"

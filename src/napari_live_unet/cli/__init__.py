@@ -231,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write NAME_maps.tif with foreground and auxiliary maps",
     )
+    pr.add_argument(
+        "--doubt",
+        action="store_true",
+        help="also write where to correct next: NAME_doubt.tif (how unsure the model is, "
+        "0-1) and NAME_doubt.csv (its objects, most doubtful first; label 0: possibly "
+        "missed); predicts each image four times (flipped)",
+    )
     _add_input_options(pr)
     _add_device(pr)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import math
 import re
 import sys
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..engine import load_model_source, resolve_device
+from ..engine import assess_doubt, load_model_source, resolve_device, write_doubt
 from ..engine.atomic_write import remove_stale_temporaries
 from ..engine.block_plan import (
     BLOCKS_IN_FLIGHT,
@@ -112,6 +113,11 @@ def run_predict(args: argparse.Namespace) -> int:
             files.items(), desc="checking", unit="image", file=sys.stderr, leave=False, disable=None
         )
     ]
+    if args.doubt and any(i.plan is not None for i in inputs):
+        raise InputError(
+            "--doubt assesses images predicted whole; leave it out for Zarr images, "
+            "OME-Zarr output, --workers/--scheduler and images larger than --memory-limit"
+        )
     if args.save_maps and any(i.plan is not None for i in inputs):
         raise InputError(
             "--save-maps writes maps of images predicted whole; leave it out for Zarr images, "
@@ -172,7 +178,8 @@ def _refuse_existing(args: argparse.Namespace, files: dict[str, Path], zarr_out:
     if zarr_out:
         existing = [n for n in files if (args.out / "labels" / n).exists()]
     else:
-        existing = [n for n in files if (args.out / f"{n}.tif").exists()]
+        written = ("{}.tif", "{}_doubt.tif", "{}_doubt.csv") if args.doubt else ("{}.tif",)
+        existing = [n for n in files if any((args.out / w.format(n)).exists() for w in written)]
     if existing and not args.overwrite:
         raise InputError(
             f"--out {args.out}: already holds {len(existing)} of the label images this would "
@@ -271,6 +278,8 @@ def _predict_whole(model, inputs: list[_Input], adapt, tile, args, notes) -> int
     of one image overlaps prediction of the next."""
     if not inputs:
         return 0
+    if args.doubt:
+        return _predict_with_doubt(model, inputs, adapt, tile, args, notes)
     results = model.segment_many(
         (read_tiff(i.path) for i in inputs),
         voxel_sizes=(i.voxel_size for i in inputs),
@@ -294,6 +303,31 @@ def _predict_whole(model, inputs: list[_Input], adapt, tile, args, notes) -> int
         )
         if args.save_maps:
             write_tiff_atomic(args.out / f"{item.name}_maps.tif", maps.astype(np.float32))
+        pixels += labels.size
+    return pixels
+
+
+def _predict_with_doubt(model, inputs: list[_Input], adapt, tile, args, notes) -> int:
+    """Each image predicted as is and flipped: labels, and the doubt map and list beside."""
+    pixels = 0
+    for item in tqdm(inputs, desc="predicting", disable=None, unit="image", file=sys.stderr):
+        image = read_tiff(item.path)
+        if adapt.voxel_size is None and item.voxel_size is not None:
+            adapt_item = dataclasses.replace(adapt, voxel_size=item.voxel_size)
+        else:
+            adapt_item = adapt
+        result = assess_doubt(model, image, adapt=adapt_item)
+        assert result is not None  # nothing asks it to stop
+        maps, labels, report = result
+        notes.update(["doubt assessed (as is and under three flips)"])
+        write_tiff_atomic(
+            args.out / f"{item.name}.tif", labels.astype(smallest_label_dtype(int(labels.max())))
+        )
+        if args.save_maps:
+            write_tiff_atomic(args.out / f"{item.name}_maps.tif", maps.astype(np.float32))
+        write_doubt(
+            report, args.out / f"{item.name}_doubt.tif", args.out / f"{item.name}_doubt.csv"
+        )
         pixels += labels.size
     return pixels
 
