@@ -37,14 +37,11 @@ from ..layers.prediction_job import (
     plan_frames,
     relabel_job,
 )
-from ..layers.prediction_layers import (
-    layer_names,
-    show_labels,
-    show_outputs,
-)
+from ..layers.prediction_layers import layer_names, show_labels, show_outputs
 from ..layers.stored_labels import COPY_NOT_AVAILABLE, OUTPUTS_NOT_KEPT
 from ..layers.voxel_size import layer_voxel_size
 from .copy_controls import CopyControls
+from .doubt_list import DoubtList
 from .input_controls import InputControls
 from .job_runner import JobEnd, JobOutcome, JobRunner
 from .model_chooser import ModelChooser
@@ -96,6 +93,7 @@ class PredictWidget(QWidget):
         self.gt_combo, self.region_combo = self.copier.gt_combo, self.copier.region_combo
         self.shapes_combo, self.overwrite = self.copier.shapes_combo, self.copier.overwrite
         self.copy_button = self.copier.copy_button
+        self.doubt = DoubtList(napari_viewer)
         self.status = QLabel()
         self.status.setWordWrap(True)
         self._debounce = self.thresholds.debounce
@@ -139,6 +137,7 @@ class PredictWidget(QWidget):
                 layout.addWidget(folded("Input: channel, polarity, object size", self.inputs))
             if title == "Predict":
                 layout.addWidget(self.thresholds)
+                layout.addWidget(self.doubt)
         layout.addWidget(self.copier)
         layout.addWidget(self.status)
         layout.addStretch()
@@ -166,6 +165,7 @@ class PredictWidget(QWidget):
             self.thresholds.show_params(model.postprocess)  # no re-run
         self._update_channels()
         self._update_enabled()
+        self.doubt.model_changed()
 
     def _update_channels(self, *_args) -> None:
         """Offer the channels of the chosen image layer (the model says what is spatial)."""
@@ -201,7 +201,7 @@ class PredictWidget(QWidget):
     @property
     def is_busy(self) -> bool:
         """Whether a prediction, a threshold update or a model load is running."""
-        return self.state is not PredictState.IDLE or self._relabel.is_running
+        return self.state is not PredictState.IDLE or self._relabel.is_running or self.doubt.is_busy
 
     def predict(self) -> bool:
         """Predict the chosen image layer with the current model in a worker; returns
@@ -221,6 +221,7 @@ class PredictWidget(QWidget):
             # Whole frames, or block by block for frames beyond the memory cap.
             device, params = self.device_combo.currentText(), self.params(model.postprocess)
             pending, job = start_prediction(model, data, plan, params, adapt, layer.name, device)
+            job = self.doubt.wrap(job, model, data, pending, adapt)  # and where it doubts
         except InputError as exc:
             self._say(str(exc), error=True)
             return False
@@ -249,6 +250,8 @@ class PredictWidget(QWidget):
     def _on_predict_event(self, event) -> None:
         pending = self._pending
         assert pending is not None
+        if self.doubt.on_event(event):
+            return
         if isinstance(event, PredictionProgress):
             self.progress.setRange(0, max(1, event.total))
             self.progress.setValue(event.done)
@@ -277,6 +280,7 @@ class PredictWidget(QWidget):
         else:
             replaced, self._result = self._result, pending
             note = show_labels(self.viewer, pending, layer)
+            self.doubt.show_result(pending, layer)
             release_result(self.viewer, replaced)  # stored labels no layer shows
             self._update_enabled()
             if self.show_outputs.isChecked():
@@ -286,6 +290,7 @@ class PredictWidget(QWidget):
                 self.repostprocess()
         if pending is not self._result:  # dropped: free its outputs (and files) now
             pending.close()
+            self.doubt.drop()
         self._stop_reason = ""
 
     def _on_show_outputs(self, checked: bool) -> None:
@@ -324,6 +329,7 @@ class PredictWidget(QWidget):
         elif end.outcome is JobOutcome.COMPLETED and result is self._result and labels.complete:
             result.labels, result.params = labels, params
             show_labels(self.viewer, result)
+            self.doubt.labels_changed(result)
             self._say(result.summary())
         if self._relabel_again:
             self.repostprocess()
