@@ -8,6 +8,14 @@ luminance and polarity fitting. The training images come from the training split
     PYTHONPATH=src python benchmarks/few_shot.py --start scratch --time-budget 300
     PYTHONPATH=src python benchmarks/few_shot.py --start nuclei --time-budget 300
     PYTHONPATH=src python benchmarks/few_shot.py --start nuclei --variant inverted-rgb
+
+``--folder DIR`` takes ``DIR/images`` and ``DIR/labels`` instead: ``--n-images`` of them
+(chosen with ``--seed``) train, all the others are scored, e.g. the H&E development split::
+
+    PYTHONPATH=src python benchmarks/few_shot.py --folder ../shared/data/dsb2018-histology-dev \
+        --n-images 4 --start nuclei --epochs 12 --recipe auto
+
+``--epochs`` (50 steps each) instead of ``--time-budget`` repeats exactly on a busy CPU.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from napari_live_unet.engine import (
     Notice,
     TrainConfig,
     TrainingFinished,
+    TrainingStarted,
     dataset_counts,
     load_folder_pairs,
     load_model_source,
@@ -72,30 +81,42 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
     parser.add_argument(
+        "--folder", type=Path, help="images/ and labels/: train on a few, score the rest"
+    )
+    parser.add_argument("--epochs", type=int, help="50-step epochs instead of --time-budget")
+    parser.add_argument("--recipe", default="auto", choices=["auto", "few-shot", "standard"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
         "--all-channels", action="store_true", help="widen the start model's first layer"
     )
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     convert = inverted_rgb if args.variant == "inverted-rgb" else (lambda image: image)
-    train_dir = args.data / "train"
-    names = pick_images(train_dir, args.n_images, args.seed)
-    pairs = [
-        make_pair(
-            convert(read_tiff(train_dir / "images" / f"{name}.tif")),
-            read_tiff(train_dir / "labels" / f"{name}.tif"),
-            name=name,
-        )
-        for name in names
-    ]
+    if args.folder is not None:
+        pairs, test, test_images = _folder_split(args.folder, args.n_images, args.seed)
+        names = [p.name for p in pairs]
+    else:
+        train_dir = args.data / "train"
+        names = pick_images(train_dir, args.n_images, args.seed)
+        pairs = [
+            make_pair(
+                convert(read_tiff(train_dir / "images" / f"{name}.tif")),
+                read_tiff(train_dir / "labels" / f"{name}.tif"),
+                name=name,
+            )
+            for name in names
+        ]
+        test = load_folder_pairs(args.data / "test" / "images", args.data / "test" / "labels")
+        test_images = [convert(p.image[0]) for p in test]
     n_objects = sum(p.n_objects for p in pairs)
+    print(f"{_cpu_model()}, torch {torch.__version__}, {args.threads} threads")
     print(f"training images: {names} ({n_objects} nuclei), variant {args.variant}")
-    test = load_folder_pairs(args.data / "test" / "images", args.data / "test" / "labels")
-    test_images = [convert(p.image[0]) for p in test]
 
     settings = recommended_settings("cpu")
     config = TrainConfig(
-        epochs=None,
-        time_budget=args.time_budget,
+        epochs=args.epochs,
+        time_budget=None if args.epochs else args.time_budget,
+        recipe=args.recipe,
         batch_size=settings["batch_size"],
         patch_size=settings["patch_size"],
         val_ap_every=0,
@@ -118,6 +139,9 @@ def main() -> int:
     for event in train(
         pairs, config, model_config=model_config, initial_model=initial, adapt=adapt
     ):
+        if isinstance(event, TrainingStarted) and event.recipe:
+            print(event.recipe)
+            result["recipe"] = event.recipe
         if isinstance(event, Notice):
             print(event.message)
         elif isinstance(event, TrainingFinished):
@@ -129,6 +153,29 @@ def main() -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1))
     return 0
+
+
+def _folder_split(folder: Path, n: int, seed: int):
+    """``n`` pairs of ``folder`` to train on (chosen with ``seed``), the rest to score."""
+    labels = list_tiffs(folder / "labels")
+    names = sorted(labels)
+    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    pairs = [
+        make_pair(read_tiff(folder / "images" / f"{m}.tif"), read_tiff(labels[m]), name=m)
+        for m in order[:n]
+    ]
+    test = [
+        make_pair(read_tiff(folder / "images" / f"{m}.tif"), read_tiff(labels[m]), name=m)
+        for m in order[n:]
+    ]
+    return pairs, test, [read_tiff(folder / "images" / f"{m}.tif") for m in order[n:]]
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
 
 
 def _score(model, test, images) -> dict[str, float]:
