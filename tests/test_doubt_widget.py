@@ -14,7 +14,7 @@ from napari_live_unet.engine import ModelConfig, SegmentationModel
 from napari_live_unet.engine.predict import TilesDone
 from napari_live_unet.layers import doubt_job
 from napari_live_unet.layers.current_model import current_model
-from napari_live_unet.layers.doubt_layer import DoubtEntry, focus_on
+from napari_live_unet.layers.doubt_layer import DoubtEntry, camera_of, focus_on
 from napari_live_unet.widgets.doubt_list import EMPTY, OFF
 from napari_live_unet.widgets.predict import PredictWidget
 
@@ -141,7 +141,7 @@ def test_clicking_an_entry_centres_the_view_and_selects_its_label(predictor, qtb
         rect = doubt.table.visualItemRect(doubt.table.item(row, 1))
         qtbot.mouseClick(doubt.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
         y, x = entry.doubt.centroid
-        np.testing.assert_allclose(viewer.camera.center[-2:], (10 + 0.5 * y, -4 + 2.0 * x))
+        np.testing.assert_allclose(camera_of(viewer).center[-2:], (10 + 0.5 * y, -4 + 2.0 * x))
         assert labels.selected_label == entry.doubt.label
         assert viewer.layers.selection.active is labels
         assert labels.data[round(y), round(x)] == entry.doubt.label  # the object is there
@@ -167,17 +167,17 @@ def test_next_and_previous_keys_walk_the_list(predictor, qtbot):
         (Qt.Key.Key_N, Qt.KeyboardModifier.ShiftModifier),
     ):
         qtbot.keyClick(canvas, key, modifier)
-        visited.append(tuple(np.round(viewer.camera.center[-2:], 3)))
+        visited.append(tuple(np.round(camera_of(viewer).center[-2:], 3)))
     expected = [centre_of(entries[i]) for i in (0, 1, 0)]
     np.testing.assert_allclose(visited, expected, atol=1e-3)
     assert doubt.table.currentRow() == 0
 
     # The buttons and the table's arrow keys do the same; Previous from the first wraps.
     doubt.previous_button.click()
-    np.testing.assert_allclose(viewer.camera.center[-2:], centre_of(entries[-1]))
+    np.testing.assert_allclose(camera_of(viewer).center[-2:], centre_of(entries[-1]))
     doubt.table.setCurrentCell(0, 0)
     qtbot.keyClick(doubt.table, Qt.Key.Key_Down)
-    np.testing.assert_allclose(viewer.camera.center[-2:], centre_of(entries[1]))
+    np.testing.assert_allclose(camera_of(viewer).center[-2:], centre_of(entries[1]))
 
 
 def test_volume_entries_move_the_sliders_to_the_object_plane(predictor, qtbot):
@@ -194,12 +194,12 @@ def test_volume_entries_move_the_sliders_to_the_object_plane(predictor, qtbot):
     doubt.go_to(doubt.entries.index(entry))
     z, y, x = entry.doubt.centroid
     assert viewer.dims.point[0] == pytest.approx(3.0 * round(z), abs=1.5)
-    np.testing.assert_allclose(viewer.camera.center[-2:], (y, x))
+    np.testing.assert_allclose(camera_of(viewer).center[-2:], (y, x))
     assert labels.selected_label == entry.doubt.label
 
     viewer.dims.ndisplay = 3  # in a 3D view the camera centre is the object's, all three axes
     doubt.go_to(doubt.entries.index(entry))
-    np.testing.assert_allclose(viewer.camera.center, (3.0 * z, y, x))
+    np.testing.assert_allclose(camera_of(viewer).center, (3.0 * z, y, x))
 
 
 def test_predicting_again_updates_the_doubt_layer_in_place(predictor, qtbot):
@@ -271,7 +271,7 @@ def test_a_missed_object_entry_selects_a_new_label_to_paint_it(make_napari_viewe
     focus_on(viewer, labels, DoubtEntry(1, (1,), missed))
     assert labels.selected_label == 8  # the next free label of its frame
     assert viewer.dims.point[0] == 1
-    np.testing.assert_allclose(viewer.camera.center[-2:], (5 + 60, 5 + 80))
+    np.testing.assert_allclose(camera_of(viewer).center[-2:], (5 + 60, 5 + 80))
     assert viewer.layers.selection.active is labels
 
 

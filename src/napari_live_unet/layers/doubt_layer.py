@@ -164,13 +164,21 @@ def focus_on(viewer: Any, labels: Labels | None, entry: DoubtEntry, zoom_in: boo
     for axis in range(offset, viewer.dims.ndim):
         if axis not in displayed:
             viewer.dims.set_point(axis, world[axis - offset])
-    viewer.camera.center = tuple(world[axis - offset] for axis in displayed)
+    camera = camera_of(viewer)
+    camera.center = tuple(world[axis - offset] for axis in displayed)
     if zoom_in:
         size = object_world_size(labels, entry, [a - offset for a in displayed])
-        if size > 0 and size * viewer.camera.zoom < SMALLEST_ON_SCREEN:
-            viewer.camera.zoom = ZOOMED_ON_SCREEN / size
+        if size > 0 and size * camera.zoom < SMALLEST_ON_SCREEN:
+            camera.zoom = ZOOMED_ON_SCREEN / size
     viewer.layers.selection.active = labels
     labels.selected_label = entry.doubt.label if not entry.missed else free_label(labels, entry)
+
+
+def camera_of(viewer: Any) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera``
+    before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
 
 
 def object_world_size(labels: Labels, entry: DoubtEntry, axes: Sequence[int]) -> float:

@@ -15,15 +15,17 @@ from typing import Any
 
 from napari.layers import Labels
 from qtpy.QtCore import QModelIndex, QRect, Qt
-from qtpy.QtGui import QBrush, QColor, QPainter
+from qtpy.QtGui import QBrush, QColor, QPainter, QPalette
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QCheckBox,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QPushButton,
+    QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
     QTableWidget,
@@ -65,15 +67,27 @@ class _ScoreBar(QStyledItemDelegate):
 
     def paint(self, painter: QPainter | None, option: QStyleOptionViewItem, index: QModelIndex):
         score = index.data(Qt.ItemDataRole.UserRole)
-        if painter is not None and isinstance(score, float):
-            rect: QRect = option.rect.adjusted(2, 3, -2, -3)  # pyright: ignore[reportAttributeAccessIssue]
-            width = round(rect.width() * min(max(score, 0.0), 1.0))
-            # From amber (some doubt) to red (much doubt).
-            colour = QColor.fromHsvF(max(0.0, 0.12 * (1 - score)), 0.85, 0.9, 0.75)
-            painter.save()
-            painter.fillRect(QRect(rect.left(), rect.top(), width, rect.height()), colour)
-            painter.restore()
-        super().paint(painter, option, index)
+        if painter is None or not isinstance(score, float):
+            super().paint(painter, option, index)
+            return
+        # The cell (selection included) without its text, then the bar, then the text on
+        # top, so a selected row still shows its bar.
+        # The stubs leave out QStyleOptionViewItem's attributes (text, rect, widget...).
+        cell: Any = QStyleOptionViewItem(option)
+        self.initStyleOption(cell, index)
+        text, cell.text = cell.text, ""
+        style = cell.widget.style() if cell.widget is not None else QApplication.style()
+        assert style is not None
+        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, cell, painter, cell.widget)
+        rect: QRect = cell.rect.adjusted(3, 4, -3, -4)
+        width = round(rect.width() * min(max(score, 0.0), 1.0))
+        # From amber (some doubt) to red (much doubt).
+        colour = QColor.fromHsvF(max(0.0, 0.12 * (1 - score)), 0.85, 0.9, 0.8)
+        painter.save()
+        painter.fillRect(QRect(rect.left(), rect.top(), width, rect.height()), colour)
+        painter.setPen(cell.palette.color(QPalette.ColorRole.Text))
+        painter.drawText(cell.rect, Qt.AlignmentFlag.AlignCenter, text)
+        painter.restore()
 
 
 class DoubtList(QGroupBox):
@@ -106,15 +120,15 @@ class DoubtList(QGroupBox):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().hide()  # pyright: ignore[reportOptionalMemberAccess]
+        rows = self.table.verticalHeader()
         header = self.table.horizontalHeader()
-        assert header is not None
+        assert rows is not None and header is not None
+        rows.hide()
         for column in range(5):
-            mode = QHeaderView.ResizeMode.ResizeToContents
-            header.setSectionResizeMode(column, mode)
-        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
-        rows = self.table.verticalHeader().defaultSectionSize()  # pyright: ignore[reportOptionalMemberAccess]
-        self.table.setMinimumHeight(rows * VISIBLE_ROWS + header.sizeHint().height() + 4)
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)  # Why
+        row_height = rows.defaultSectionSize()
+        self.table.setMinimumHeight(row_height * VISIBLE_ROWS + header.sizeHint().height() + 4)
         self.previous_button = QPushButton("◀ Previous")
         self.next_button = QPushButton("Next ▶")
         self.previous_button.setToolTip(
@@ -270,14 +284,17 @@ class DoubtList(QGroupBox):
             self.note.setText(f"The layer '{self._labels_name}' is gone: predict again.")
             return
         self._current = row
+        if self.table.currentRow() != row:  # called from a script or the viewer's keys
+            self.table.blockSignals(True)
+            self.table.setCurrentCell(row, 0)
+            self.table.blockSignals(False)
         entry = self.entries[row]
         focus_on(self.viewer, labels, entry)
-        what = (
-            "a possibly missed object: paint it with the new label"
-            if entry.missed
-            else (f"label {entry.doubt.label} selected")
-        )
-        self.note.setText(f"{row + 1} of {len(self.entries)}: {entry.doubt.reason}; {what}.")
+        if entry.missed:
+            what = f"{entry.doubt.reason}: paint it with the new label {labels.selected_label}"
+        else:
+            what = f"label {entry.doubt.label}, {entry.doubt.reason}"
+        self.note.setText(f"{row + 1} of {len(self.entries)}: {what}.")
 
     def _watch_paint(self, labels: Labels | None) -> None:
         """Mark the row last gone to as corrected when ``labels`` is painted on."""
