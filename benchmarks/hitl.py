@@ -167,8 +167,10 @@ def main() -> int:
     print(f"corrected {corrected} objects: AP50 {ap['0.5']:.3f} AP70 {ap['0.7']:.3f}")
     if args.json is not None:
         with args.json.open("a") as out:
-            out.write(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                  "rounds": rounds}) + "\n")
+            out.write(
+                json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rounds": rounds})
+                + "\n"
+            )
     return 0
 
 
