@@ -47,8 +47,15 @@ class FrameDoubt:
     report: DoubtReport
 
 
-def doubt_skip_reason(plan: FramePlan, blockwise: bool) -> str:
+def doubt_skip_reason(plan: FramePlan, blockwise: bool, data: Any = None) -> str:
     """Why the doubt of a prediction is not assessed ("" when it is)."""
+    if data is not None and not isinstance(data, np.ndarray) and plan.n_frames > 1:
+        # Doubt reads each frame again to flip it: a lazily read (dask, Zarr) series
+        # would be read from storage twice.
+        return (
+            "Doubt not assessed: the frames are read from storage as they are predicted; "
+            "predict a frame or a crop held in memory to see where the model doubts."
+        )
     if blockwise:
         return (
             "Doubt not assessed: the image was predicted block by block (too large to hold "

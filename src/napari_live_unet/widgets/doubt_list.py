@@ -179,7 +179,7 @@ class DoubtList(QGroupBox):
         self._rescore_again = None
         if not self.enabled.isChecked():
             return job
-        self._skipped = doubt_skip_reason(result.plan, result.blockwise)
+        self._skipped = doubt_skip_reason(result.plan, result.blockwise, data)
         if self._skipped:
             return job
         self._pending = pending = DoubtSet(result.plan, FrameOutputCache(FLIPS_MAX_BYTES))
