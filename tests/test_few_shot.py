@@ -247,3 +247,11 @@ def test_fine_tuning_a_one_channel_model_on_colour_images_widens_it():
     assert tuned.config.in_channels == 3 and start.config.in_channels == 1
     rgb = _colour_pairs(1)[0].image
     assert tuned.segment(rgb, channel_axis=0).shape == (64, 64)
+
+
+def test_few_shot_recipe_keeps_a_run_without_validation_without_it():
+    config, _, choice = choose_recipe(
+        _config(recipe="auto", val_fraction=0.0), _pairs(3), validation_given=False
+    )
+    assert choice.name == "few-shot" and config.val_fraction == 0.0
+    assert "band" not in choice.reason

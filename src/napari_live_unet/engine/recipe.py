@@ -99,7 +99,8 @@ def choose_recipe(
     else:
         why = f"fewer than {FEW_SHOT_MAX_OBJECTS} objects"
     changes = [] if _FEW_SHOT_SELECT_BY == "loss" else ["checkpoint by validation AP"]
-    if not validation_given:
+    holds_out = not validation_given and config.val_fraction > 0  # 0: no validation asked
+    if holds_out:
         changes.insert(0, "validation on a band of every image")
     colour = {p.image.shape[0] for p in pairs} <= {3, 4}
     if model_channels == 1 and colour and adapt.channel is None and not adapt.all_channels:
@@ -108,7 +109,7 @@ def choose_recipe(
     few_shot = dataclasses.replace(
         config,
         validation="regions",
-        val_fraction=max(config.val_fraction, _FEW_SHOT_VAL_FRACTION),
+        val_fraction=max(config.val_fraction, _FEW_SHOT_VAL_FRACTION) if holds_out else 0.0,
         select_by=_FEW_SHOT_SELECT_BY,
     )
     reason = f"few-shot recipe ({counted}: {why})" + (": " + ", ".join(changes) if changes else "")
