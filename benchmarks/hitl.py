@@ -77,6 +77,9 @@ def choose_objects(report, labels: np.ndarray, k: int, how: str, rng) -> list:
     entries = list(report.objects)
     if how == "ranked":
         return entries[:k]
+    # Drawn from an order that does not depend on the ranking, so changing the ranking
+    # leaves the random choice as it was.
+    entries.sort(key=lambda e: (e.label, e.centroid))
     order = rng.permutation(len(entries))
     return [entries[i] for i in order[:k]]
 

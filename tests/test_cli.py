@@ -244,8 +244,8 @@ def test_predict_doubt_writes_the_map_and_ranked_objects_beside_the_labels(datas
             rows = list(csv.DictReader(f))
         listed = {int(r["label"]) for r in rows} - {0}
         assert listed == set(np.unique(labels[labels > 0]).tolist())
-        scores = [float(r["score"]) for r in rows]
-        assert scores == sorted(scores, reverse=True)
+        priorities = [float(r["priority"]) for r in rows]
+        assert priorities == sorted(priorities, reverse=True)
     # the labels are those a plain prediction writes
     plain = tmp_path / "plain"
     assert main(predict_argv("nuclei", images, plain)) == 0

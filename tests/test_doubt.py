@@ -55,12 +55,31 @@ def test_faint_and_unstable_objects_rank_above_sure_ones():
     sure, faint, split = by_label[1], by_label[2], by_label[3]
     assert faint.score > sure.score and split.score > sure.score
     assert split.reason == "may be two objects" and faint.reason == "unsure outline"
-    scores = [e.score for e in report.objects]
-    assert scores == sorted(scores, reverse=True)
+    priorities = [e.priority for e in report.objects]
+    assert priorities == sorted(priorities, reverse=True)
+    assert all(0 <= e.priority <= e.score for e in report.objects)
     missed = [e for e in report.objects if e.label == 0]
     assert len(missed) == 1 and missed[0].reason == "possibly missed"
     assert missed[0].centroid == pytest.approx((50, 20), abs=0.5)
     assert sure.bbox == ((12, 29), (8, 25)) and sure.area == int((labels == 1).sum())
+
+
+def test_a_doubtful_scrap_ranks_below_a_doubtful_whole_object():
+    """Correcting a few-pixel scrap teaches little: equally doubtful, the whole object
+    a user would repaint comes first."""
+    labels = np.zeros((80, 80), np.int32)
+    yy, xx = np.ogrid[:80, :80]
+    labels[(yy - 20) ** 2 + (xx - 20) ** 2 <= 100] = 1  # sure
+    labels[(yy - 20) ** 2 + (xx - 60) ** 2 <= 100] = 2  # sure
+    labels[(yy - 60) ** 2 + (xx - 20) ** 2 <= 100] = 3  # doubtful, whole
+    labels[58:61, 58:61] = 4  # doubtful scrap of 9 pixels
+    fg = np.where(labels > 0, 0.97, 0.02).astype(np.float32)
+    fg[labels >= 3] = 0.55
+    report = doubt_from_outputs(np.stack([fg, fg]), labels, "distance")
+    by_label = {e.label: e for e in report.objects}
+    assert by_label[4].score == pytest.approx(by_label[3].score, abs=0.01)
+    assert report.objects[0].label == 3
+    assert by_label[4].priority < 0.2 * by_label[3].priority
 
 
 def test_without_flips_objects_are_ranked_by_their_margin():
@@ -119,7 +138,7 @@ def test_doubt_in_3d(tmp_path):
     assert len(report.objects[0].centroid) == 3
     write_doubt(report, tmp_path / "m.tif", tmp_path / "m.csv")
     header = (tmp_path / "m.csv").read_text().splitlines()[0].split(",")
-    assert header[5:8] == ["centroid_z", "centroid_y", "centroid_x"]
+    assert header[6:9] == ["centroid_z", "centroid_y", "centroid_x"]
 
 
 def test_written_map_and_csv_match_the_report(tmp_path):
@@ -135,6 +154,9 @@ def test_written_map_and_csv_match_the_report(tmp_path):
     assert [int(r["label"]) for r in rows] == [e.label for e in report.objects]
     assert [float(r["score"]) for r in rows] == pytest.approx(
         [e.score for e in report.objects], abs=1e-4
+    )
+    assert [float(r["priority"]) for r in rows] == pytest.approx(
+        [e.priority for e in report.objects], abs=1e-4
     )
     first = report.objects[0]
     assert (int(rows[0]["start_y"]), int(rows[0]["stop_y"])) == first.bbox[0]

@@ -83,7 +83,8 @@ def predict(qtbot, widget, layer):
 
 
 def scores(widget) -> list[float]:
-    return [entry.doubt.score for entry in widget.doubt.entries]
+    """The listed objects' priorities, in the table's order."""
+    return [entry.doubt.priority for entry in widget.doubt.entries]
 
 
 def test_prediction_shows_a_doubt_map_and_objects_ranked_by_doubt(predictor, qtbot):

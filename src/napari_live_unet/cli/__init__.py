@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--doubt",
         action="store_true",
         help="also write where to correct next: NAME_doubt.tif (how unsure the model is, "
-        "0-1) and NAME_doubt.csv (its objects, most doubtful first; label 0: possibly "
+        "0-1) and NAME_doubt.csv (its objects, most worth correcting first; label 0: possibly "
         "missed); predicts each image four times (flipped)",
     )
     _add_input_options(pr)

@@ -45,7 +45,7 @@ class DoubtEntry:
     Attributes
     ----------
     rank : int
-        1 for the most doubtful object of all frames.
+        1 for the object of all frames most worth correcting.
     frame : tuple of int
         Index of the object's frame into the leading (time, stack) axes; empty for a single
         image or volume.
@@ -99,10 +99,10 @@ class DoubtSet:
             self.flips.close()
 
     def entries(self) -> list[DoubtEntry]:
-        """Every frame's objects, most doubtful first (ties: the frame order, then the
-        engine's order)."""
+        """Every frame's objects, most worth correcting first (ties: the frame order, then
+        the engine's order)."""
         found = [
-            (obj.score, position, k, obj)
+            (obj.priority, position, k, obj)
             for position, report in self.reports.items()
             for k, obj in enumerate(report.objects)
         ]

@@ -49,7 +49,7 @@ from .job_runner import JobEnd, JobOutcome, JobRunner
 from .widget_lifetime import connect_while_alive
 
 MAX_ROWS = 200
-"""Rows the table shows at most (the most doubtful objects)."""
+"""Rows the table shows at most (the objects most worth correcting)."""
 
 VISIBLE_ROWS = 7
 FLIPS_MAX_BYTES = 256 * 2**20
@@ -351,7 +351,10 @@ class DoubtList(QGroupBox):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
                 if entry.missed:
                     item.setForeground(QBrush(QColor("#8ab4f8")))
-                item.setToolTip(f"{doubt.reason} (area {doubt.area} px)")
+                item.setToolTip(
+                    f"{doubt.reason} (area {doubt.area} px); ranked by doubt times size, "
+                    "so whole objects come before scraps"
+                )
                 table.setItem(row, column, item)
         table.setColumnHidden(4, not frames)
         table.blockSignals(False)
@@ -365,7 +368,11 @@ class DoubtList(QGroupBox):
         doubts = self.doubts
         n = sum(len(r.objects) for r in doubts.reports.values()) if doubts is not None else 0
         missed = sum(entry.missed for entry in self.entries)
-        shown = f"the {len(self.entries)} most doubtful of {n}" if n > len(self.entries) else str(n)
+        shown = (
+            f"the {len(self.entries)} most worth correcting of {n}"
+            if n > len(self.entries)
+            else str(n)
+        )
         extra = f", {missed} possibly missed" if missed else ""
         return (
             f"{shown} object(s) ranked{extra}. Click one, or press {NEXT_KEY} / "
