@@ -107,7 +107,10 @@ class DaskBlocks:
     def __init__(self, client, model: SegmentationModel, source: str, out: str, device="cpu"):
         self.client, self.source, self.out, self.device = client, source, out, device
         self.key = uuid.uuid4().hex
-        self.model = client.scatter(model_to_dict(model), broadcast=True, hash=False)
+        # One value under a key of its own: dask scatters a dict as one value per entry
+        # under the dict's own keys ('state_dict', ...), which every image's runner (and
+        # every job on a shared cluster) would then share, overwrite and release.
+        [self.model] = client.scatter([model_to_dict(model)], broadcast=True, hash=False)
 
     def label_frame(
         self,
