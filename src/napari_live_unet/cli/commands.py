@@ -13,7 +13,6 @@ from tqdm import tqdm
 
 from ..engine import (
     STARTER_MODEL,
-    AdaptOptions,
     EpochEnd,
     ModelConfig,
     Notice,
@@ -42,35 +41,11 @@ from ..engine.metrics import dataset_counts, format_counts
 from ..engine.model import SegmentationModel
 from ..engine.output_checks import check_not_an_input, check_writable
 from ..engine.training_run import StopReason
+from .input_options import adapt_options
 from .stop_on_signal import StopOnSignal
 
 if TYPE_CHECKING:
     import torch
-
-
-def _adapt_options(args: argparse.Namespace) -> AdaptOptions:
-    """The --channel/--polarity/--diameter/--voxel-size choices, checked before any data is
-    read (the messages name the option: "diameter must be a positive number of pixels ...")."""
-    return AdaptOptions(
-        channel=args.channel,
-        polarity=args.polarity,
-        diameter=args.diameter,
-        all_channels=getattr(args, "all_channels", False),
-        voxel_size=_voxel_size(args.voxel_size),
-    )
-
-
-def _voxel_size(text: str | None) -> tuple[float, ...] | None:
-    """``--voxel-size 2,0.5,0.5`` as numbers; positivity is checked by AdaptOptions."""
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.replace(" ", "").split(","))
-    except ValueError:
-        raise InputError(
-            f"--voxel-size must be numbers separated by commas, Z,Y,X (or Y,X in 2D), "
-            f"e.g. 2,0.5,0.5; got {text!r}"
-        ) from None
 
 
 def _train_with_progress(
@@ -182,7 +157,7 @@ def _train_command(
         remove_stale_temporaries(args.out.parent)
     if (args.val_images is None) != (args.val_labels is None):
         raise InputError("give both --val-images and --val-labels, or neither")
-    adapt = _adapt_options(args)
+    adapt = adapt_options(args)
     size_given = args.base_channels is not None or args.depth is not None
     sized = ("batch_size", "patch_size", "patch_size_z", "base_channels", "depth")
     for name in ("epochs", "steps_per_epoch", *sized):

@@ -18,12 +18,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..engine import assess_doubt, load_model_source, resolve_device, write_doubt
+from ..engine import load_model_source, resolve_device
 from ..engine.atomic_write import remove_stale_temporaries
 from ..engine.block_plan import (
     BLOCKS_IN_FLIGHT,
@@ -41,12 +42,14 @@ from ..engine.io import read_tiff, smallest_label_dtype, write_tiff_atomic
 from ..engine.large_image import ImagePlan, labels_axes, labels_shape, plan_image, segment_stored
 from ..engine.memory_estimate import available_memory_bytes, format_bytes
 from ..engine.model import SegmentationModel
-from ..engine.ome_zarr_labels import OmeZarrLabelsWriter
 from ..engine.output_checks import check_not_an_input, check_writable
 from ..engine.tiff_labels import TiffLabelsWriter
 from ..engine.tile_plan import check_tile_shape
 from ..engine.voxel_metadata import read_voxel_size
-from .commands import _adapt_options
+from .input_options import adapt_options
+
+if TYPE_CHECKING:
+    from ..engine.ome_zarr_labels import OmeZarrLabelsWriter
 
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
@@ -81,7 +84,7 @@ class _Input:
 
 def run_predict(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    adapt = _adapt_options(args)
+    adapt = adapt_options(args)
     zarr_out = args.out.suffix.lower() == ".zarr" or is_zarr_path(args.out)
     check_not_an_input(args.out, [args.images])
     check_writable(args.out, folder=True)
@@ -309,6 +312,8 @@ def _predict_whole(model, inputs: list[_Input], adapt, tile, args, notes) -> int
 
 def _predict_with_doubt(model, inputs: list[_Input], adapt, tile, args, notes) -> int:
     """Each image predicted as is and flipped: labels, and the doubt map and list beside."""
+    from ..engine.doubt import assess_doubt, write_doubt
+
     pixels = 0
     for item in tqdm(inputs, desc="predicting", disable=None, unit="image", file=sys.stderr):
         image = read_tiff(item.path)
@@ -335,7 +340,11 @@ def _predict_with_doubt(model, inputs: list[_Input], adapt, tile, args, notes) -
 def _predict_blocks(model, item: _Input, memory, args, zarr_out, client, device, notes) -> int:
     """One image block by block, into an OME-Zarr labels group or a TIFF."""
     assert item.plan is not None
+    writer: OmeZarrLabelsWriter | TiffLabelsWriter
     if zarr_out:
+        # ome-zarr (and the dask it imports) only for OME-Zarr output
+        from ..engine.ome_zarr_labels import OmeZarrLabelsWriter
+
         writer = OmeZarrLabelsWriter(
             args.out,
             item.name,
@@ -370,8 +379,8 @@ def _predict_blocks(model, item: _Input, memory, args, zarr_out, client, device,
         ):
             largest = max(largest, done.count)
             notes.update([done.note])
-        if isinstance(writer, OmeZarrLabelsWriter):
-            writer.finish(min(memory.per_block, PYRAMID_BYTES))
-        else:
+        if isinstance(writer, TiffLabelsWriter):
             writer.finish(largest, min(memory.per_block, PYRAMID_BYTES))
+        else:
+            writer.finish(min(memory.per_block, PYRAMID_BYTES))
     return math.prod(item.labels_shape)
