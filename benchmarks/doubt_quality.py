@@ -15,19 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from machine_info import cpu_model
 from napari_live_unet.engine import assess_doubt, load_model_source
 from napari_live_unet.engine.io import list_tiffs, read_tiff
-
-
-def cpu_model() -> str:
-    """The CPU's model name, from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def wrong_objects(labels: np.ndarray, truth: np.ndarray) -> dict[int, bool]:

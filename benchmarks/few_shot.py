@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from machine_info import cpu_model
 from napari_live_unet.engine import (
     AdaptOptions,
     ModelConfig,
@@ -109,7 +110,7 @@ def main() -> int:
         test = load_folder_pairs(args.data / "test" / "images", args.data / "test" / "labels")
         test_images = [convert(p.image[0]) for p in test]
     n_objects = sum(p.n_objects for p in pairs)
-    print(f"{_cpu_model()}, torch {torch.__version__}, {args.threads} threads")
+    print(f"{cpu_model()}, torch {torch.__version__}, {args.threads} threads")
     print(f"training images: {names} ({n_objects} nuclei), variant {args.variant}")
 
     settings = recommended_settings("cpu")
@@ -169,13 +170,6 @@ def _folder_split(folder: Path, n: int, seed: int):
         for m in order[n:]
     ]
     return pairs, test, [read_tiff(folder / "images" / f"{m}.tif") for m in order[n:]]
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def _score(model, test, images) -> dict[str, float]:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from machine_info import cpu_model
 from napari_live_unet.engine import (
     TrainConfig,
     TrainingFinished,
@@ -41,17 +42,6 @@ from napari_live_unet.engine import (
 from napari_live_unet.engine.io import list_tiffs, read_tiff
 
 MARGIN = 8  # pixels of context around each corrected object, as an annotator would paint
-
-
-def cpu_model() -> str:
-    """The CPU's model name, from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def correction_mask(

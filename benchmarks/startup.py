@@ -20,17 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def cpu_model() -> str:
-    """The CPU's ``model name`` from /proc/cpuinfo ("unknown" where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+from machine_info import cpu_model
 
 
 def live_unet_command() -> str:

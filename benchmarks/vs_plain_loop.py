@@ -52,6 +52,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine_info import cpu_model
+
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018-fluo"
 TIFF_SUFFIXES = (".tif", ".tiff")
 LUMA = (0.2125, 0.7154, 0.0721)  # Rec. 709, as the project and scikit-image's rgb2gray
@@ -325,17 +327,6 @@ def plain_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 # The benchmark: starts both sides, times them, scores them.
 # ---------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    """The CPU's model name, from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def linked_folder(folder: Path, paths: list[Path]) -> Path:
