@@ -329,13 +329,13 @@ def test_cancel_during_a_model_load_keeps_the_current_model(setup, qtbot, monkey
     from napari_live_unet.widgets import model_chooser
 
     release = threading.Event()
-    real_load = model_chooser.load_model
+    real_load = model_chooser.load_model_source
 
-    def slow_load(path):
+    def slow_load(path, outputs=None):
         assert release.wait(10)
-        return real_load(path)
+        return real_load(path, outputs=outputs)
 
-    monkeypatch.setattr(model_chooser, "load_model", slow_load)
+    monkeypatch.setattr(model_chooser, "load_model_source", slow_load)
     current = tiny_model()
     _, widget = setup(current)
     widget.models.choose("nuclei (built-in)")

@@ -184,7 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--model",
         required=True,
-        help="model file from `train`, or a built-in model's name (e.g. nuclei)",
+        help="model file from `train`, a BioImage Model Zoo package (.zip), or a built-in "
+        "model's name (e.g. nuclei)",
+    )
+    pr.add_argument(
+        "--bmz-outputs",
+        metavar="ROLES",
+        help="for another tool's BioImage Model Zoo package: which output channel is the "
+        "foreground and which the boundary or distance map, e.g. foreground=1,boundary=2 "
+        "or foreground=0,distance=1 (channels counted from 0; not needed when the channel "
+        "names say so)",
     )
     pr.add_argument(
         "--images",

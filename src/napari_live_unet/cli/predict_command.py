@@ -36,6 +36,7 @@ from ..engine.block_plan import (
     default_memory_limit,
     resident_bytes,
 )
+from ..engine.bmz.output_roles import parse_output_roles
 from ..engine.errors import InputError
 from ..engine.image_source import ImageSource, is_zarr_path, list_images, open_image
 from ..engine.io import read_tiff, smallest_label_dtype, write_tiff_atomic
@@ -93,7 +94,13 @@ def run_predict(args: argparse.Namespace) -> int:
         raise InputError("give --workers (a cluster on this machine) or --scheduler, not both")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
-    model = load_model_source(args.model, device)
+    outputs = None if args.bmz_outputs is None else parse_output_roles(args.bmz_outputs)
+    model = load_model_source(args.model, device, outputs)
+    if distributed and not model.trainable:
+        raise InputError(
+            f"{args.model}: another tool's BioImage Model Zoo model runs in this process "
+            "only; leave out --workers and --scheduler"
+        )
     model.voxel_zoom(adapt.voxel_size)  # a wrong number of axes is refused now
     tile = None if args.tile_size is None else (args.tile_size,) * model.config.ndim
     check_tile_shape(tile, model.config.size_multiples)

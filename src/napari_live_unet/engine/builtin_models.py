@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .errors import InputError
 from .model import SegmentationModel
-from .model_file import MODEL_SUFFIX, load_model
+from .model_file import MODEL_SUFFIX, PACKAGE_SUFFIX, load_model
+
+if TYPE_CHECKING:
+    from .bmz.output_roles import OutputRoles
 
 STARTER_MODEL = "nuclei"
 
@@ -60,16 +63,34 @@ def resolve_model(source: str | os.PathLike) -> Path:
     name = str(source)
     if name in builtin_model_names():
         return builtin_model_path(name)
-    if path.suffix == MODEL_SUFFIX or os.sep in name or path.exists():
+    if path.suffix in (MODEL_SUFFIX, PACKAGE_SUFFIX) or os.sep in name or path.exists():
         raise InputError(f"{source}: model file not found. {_builtins_hint()}")
     raise InputError(_unknown(name))
 
 
 def load_model_source(
-    source: str | os.PathLike, device: str | torch.device = "cpu"
+    source: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    outputs: OutputRoles | None = None,
 ) -> SegmentationModel:
-    """Load a model from a file path or a built-in model's name."""
-    return load_model(resolve_model(source), device)
+    """Load a model from a model file, a BioImage Model Zoo package (.zip) or a built-in
+    model's name.
+
+    ``outputs`` says which output channel of another tool's BMZ package is the foreground
+    and which the boundary or distance map (see :func:`~.bmz.package_reader.load_bmz_package`);
+    it is refused for anything else.
+    """
+    path = resolve_model(source)
+    if path.suffix.lower() == PACKAGE_SUFFIX:
+        from .bmz.package_reader import load_bmz_package
+
+        return load_bmz_package(path, device, outputs)
+    if outputs is not None:
+        raise InputError(
+            f"{source}: output channels are chosen only for BioImage Model Zoo packages "
+            "(.zip) from other tools; a Live U-net model file knows its outputs"
+        )
+    return load_model(path, device)
 
 
 def builtin_model_info() -> list[dict[str, Any]]:

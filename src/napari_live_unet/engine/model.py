@@ -92,8 +92,25 @@ class SegmentationModel:
         return cls(UNet(config), config, **kwargs)
 
     @property
+    def trainable(self) -> bool:
+        """False for another tool's network opened from a BMZ package: it predicts only."""
+        return bool(getattr(self.network, "trainable", True))
+
+    def check_trainable(self, action: str) -> None:
+        """Raise :class:`InputError` saying why ``action`` (e.g. "fine-tuned") is refused
+        for a network that predicts only."""
+        if not self.trainable:
+            raise InputError(
+                f"this model comes from another tool's BioImage Model Zoo package and can "
+                f"only predict; it cannot be {action}. Train a Live U-net model (from "
+                "scratch or from the built-in starter) instead"
+            )
+
+    @property
     def device(self) -> torch.device:
-        return next(self.network.parameters()).device
+        # Buffers too: a foreign network may hold no parameter of its own.
+        tensors = itertools.chain(self.network.parameters(), self.network.buffers())
+        return next(tensors).device
 
     def to(self, device: str | torch.device) -> SegmentationModel:
         # Module.to's overloads omit the memory_format keyword that it accepts and documents.

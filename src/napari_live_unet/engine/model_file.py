@@ -23,6 +23,8 @@ MODEL_SUFFIX = ".pt"
 """The suffix of the model files this package writes."""
 MODEL_SUFFIXES = (".pt", ".pth")
 """Suffixes of model files it opens (``.pth`` is PyTorch's other common one)."""
+PACKAGE_SUFFIX = ".zip"
+"""The suffix of BioImage Model Zoo packages, opened wherever a model file is."""
 
 
 def model_to_dict(model: SegmentationModel) -> dict[str, Any]:
@@ -49,6 +51,7 @@ def save_model(
     ``half_precision`` stores floating-point weights as float16 (half the file size; they
     are loaded back into float32 parameters), as the built-in models ship.
     """
+    model.check_trainable("saved as a Live U-net model file")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = model_to_dict(model)

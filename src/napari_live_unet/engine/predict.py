@@ -270,7 +270,10 @@ def _run(
                 part = (part - low[i : i + batch_size]) * scale[i : i + batch_size]
                 part = part.contiguous(memory_format=memory_format(part.ndim - 2))
                 with torch.inference_mode(), autocast(device, amp):
-                    outs.append(activate(network(part), mode))
+                    raw = network(part)
+                    # A foreign (BMZ) network already returns the two maps in [0, 1].
+                    activated = getattr(network, "outputs_activated", False)
+                    outs.append(raw.float() if activated else activate(raw, mode))
             return torch.cat(outs), batch_size
         except torch.cuda.OutOfMemoryError:
             if batch_size == 1:

@@ -139,6 +139,9 @@ def context_margin(network: torch.nn.Module, multiples: tuple[int, ...]) -> tupl
     up to the axis's size multiple. A network without a U-net ``config`` gets four
     multiples.
     """
+    declared = getattr(network, "context_margins", None)
+    if declared is not None:  # a foreign (BMZ) network says its own
+        return tuple(_round_up(int(d), m) for d, m in zip(declared, multiples, strict=True))
     config = getattr(network, "config", None)
     if config is None or not hasattr(config, "level_pooling"):
         return tuple(4 * m for m in multiples)

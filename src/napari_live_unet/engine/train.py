@@ -139,6 +139,8 @@ def train(
         as training goes, ``ThresholdsChosen`` and finally ``TrainingFinished``.
     """
     config = config or TrainConfig()
+    if initial_model is not None:
+        initial_model.check_trainable("fine-tuned")
     run, fitted = set_up(
         pairs, config, model_config, val_pairs, initial_model, device, adapt, distributed
     )

@@ -43,6 +43,11 @@ def describe_model(model: SegmentationModel | None, source: str) -> str:
     if model is None:
         return "No model yet: train one or open a model file."
     c = model.config
+    if not model.trainable:
+        return (
+            f"another tool's BMZ model, {c.mode} mode, {c.ndim}D, {c.in_channels} channel(s), "
+            f"predicts only ({source or 'unnamed model'})"
+        )
     return (
         f"{c.mode} mode, {c.ndim}D, {c.in_channels} channel(s), base {c.base_channels}, "
         f"depth {c.depth} ({source or 'unnamed model'})"

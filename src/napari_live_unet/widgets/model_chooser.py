@@ -13,16 +13,22 @@ from pathlib import Path
 from qtpy.QtCore import Signal  # pyright: ignore[reportPrivateImportUsage]
 from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QVBoxLayout, QWidget
 
-from ..engine.builtin_models import builtin_model_names, builtin_model_path
-from ..engine.model_file import MODEL_SUFFIX, MODEL_SUFFIXES, load_model
+from ..engine.bmz.output_roles import OutputRoles
+from ..engine.bmz.package_reader import OutputRolesNeeded
+from ..engine.builtin_models import builtin_model_names, builtin_model_path, load_model_source
+from ..engine.model_file import MODEL_SUFFIX, MODEL_SUFFIXES, PACKAGE_SUFFIX
 from ..layers.current_model import current_model, describe_model
 from ..layers.jobs import Done, one_shot
 from .job_runner import JobEnd, JobOutcome, JobRunner
+from .output_roles_dialog import ask_output_roles
 from .widget_lifetime import connect_while_alive
 
 CURRENT = "current model"
 MODEL_FILE = "model file…"
-OPEN_FILTER = f"Model files ({' '.join('*' + s for s in MODEL_SUFFIXES)});;All files (*)"
+OPEN_FILTER = (
+    f"Model files ({' '.join('*' + s for s in (*MODEL_SUFFIXES, PACKAGE_SUFFIX))});;"
+    f"BioImage Model Zoo packages (*{PACKAGE_SUFFIX});;All files (*)"
+)
 SAVE_FILTER = f"Live U-net model (*{MODEL_SUFFIX})"
 
 
@@ -48,6 +54,7 @@ class ModelChooser(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._jobs = JobRunner(self, "Loading the model")
+        self._roles_needed: tuple[str, list[str]] | None = None
         self.combo = QComboBox()
         self.combo.addItem(CURRENT, "current")
         for name in builtin_model_names():
@@ -84,15 +91,22 @@ class ModelChooser(QWidget):
             self.load(builtin_model_path(name), builtin_label(name))
             return
         if kind == "file":
-            path, _ = QFileDialog.getOpenFileName(self, "Load a Live U-net model", "", OPEN_FILTER)
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Load a Live U-net model or a BMZ package", "", OPEN_FILTER
+            )
             if path:
                 self.load(path)
                 return
         self._show_current()
 
-    def load(self, path: str | Path, source: str | None = None) -> bool:
-        """Load a model file in a worker and make it the current model (named ``source``,
-        by default the path); returns whether loading started."""
+    def load(
+        self, path: str | Path, source: str | None = None, outputs: OutputRoles | None = None
+    ) -> bool:
+        """Load a model file or BMZ package in a worker and make it the current model
+        (named ``source``, by default the path); returns whether loading started.
+
+        Another tool's BMZ package whose output channels are not named asks the user
+        which is which (``outputs`` answers it in advance)."""
         path = str(path)
         label = source or path
         if self._jobs.is_running:
@@ -101,8 +115,8 @@ class ModelChooser(QWidget):
         self.message.emit(f"Loading {label if label != path else Path(path).name}…", False)
         self.combo.setEnabled(False)
         self._jobs.start(
-            lambda _stop: one_shot(load_model, path),
-            lambda event: self._on_loaded(event, label),
+            lambda _stop: one_shot(_open_model, path, outputs),
+            lambda event: self._on_loaded(event, label, path),
             self._on_load_end,
         )
         self.loading.emit(True)
@@ -116,8 +130,12 @@ class ModelChooser(QWidget):
         """The window is closing: a model still loading is not applied."""
         self._jobs.shutdown()
 
-    def _on_loaded(self, event: Done, source: str) -> None:
+    def _on_loaded(self, event: Done, source: str, path: str) -> None:
         if self._jobs.stop_requested:
+            return
+        if isinstance(event.value, OutputRolesNeeded):
+            # Asked once the loading job has ended, so a new load can start.
+            self._roles_needed = (path, event.value.channels)
             return
         current_model.set(event.value, source)
         name = source if source.endswith("(built-in)") else Path(source).name
@@ -131,6 +149,14 @@ class ModelChooser(QWidget):
         self.combo.setEnabled(True)
         self._show_current()
         self.loading.emit(False)
+        if self._roles_needed is not None:
+            path, channels = self._roles_needed
+            self._roles_needed = None
+            roles = ask_output_roles(Path(path).name, channels, self)
+            if roles is None:
+                self.message.emit("No output channels chosen; the current model stays.", False)
+            else:
+                self.load(path, outputs=roles)
 
     def _on_model_changed(self, model, source: str) -> None:
         text = describe_model(model, source)
@@ -146,3 +172,12 @@ class ModelChooser(QWidget):
         self.combo.blockSignals(True)
         self.combo.setCurrentIndex(index)
         self.combo.blockSignals(False)
+
+
+def _open_model(path: str, outputs: OutputRoles | None):
+    """The model, or the :class:`OutputRolesNeeded` question to put to the user (runs in
+    the loading worker)."""
+    try:
+        return load_model_source(path, outputs=outputs)
+    except OutputRolesNeeded as question:
+        return question
