@@ -52,13 +52,15 @@ def _write_package(
     step: int = 8,
     names: list[str] | None = None,
     scores: bool = False,
+    weights_format: str = "torchscript",
 ) -> Path:
     """Write the package.
 
     ``channels`` output channels are declared (the network's first ``channels`` are
     kept), named ``names`` (default ``out0``, ``out1``...); ``preprocessing`` is
     ``scale_range`` or ``zero_mean_unit_variance``; ``scores`` makes the outputs one
-    number per channel (an image classifier), not maps.
+    number per channel (an image classifier), not maps; ``weights_format`` is
+    ``torchscript`` or ``pytorch_state_dict`` (this file as the architecture).
     """
     from bioimageio.spec import save_bioimageio_package
     from bioimageio.spec.model import v0_5
@@ -131,11 +133,7 @@ def _write_package(
         documentation=v0_5.FileDescr(source=folder / "README.md"),
         inputs=[raw],
         outputs=[out],
-        weights=v0_5.WeightsDescr(
-            torchscript=v0_5.TorchscriptWeightsDescr(
-                source=weights, pytorch_version=v0_5.Version(torch.__version__.split("+")[0])
-            )
-        ),
+        weights=_weights(folder, weights, weights_format, network),
     )
     path = folder / "foreign.zip"
     save_bioimageio_package(descr, output_path=path)
@@ -170,3 +168,24 @@ class _Scores(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x).mean(dim=(2, 3))
+
+
+def _weights(folder: Path, scripted: Path, weights_format: str, network: nn.Module):
+    from bioimageio.spec.model import v0_5
+
+    version = v0_5.Version(torch.__version__.split("+")[0])
+    if weights_format == "torchscript":
+        return v0_5.WeightsDescr(
+            torchscript=v0_5.TorchscriptWeightsDescr(source=scripted, pytorch_version=version)
+        )
+    assert type(network) is ThreeChannelModel, "state-dict packages: the plain model only"
+    state = folder / "state.pt"
+    torch.save(network.state_dict(), state)
+    architecture = v0_5.ArchitectureFromFileDescr(
+        source=Path(__file__), callable=v0_5.Identifier("ThreeChannelModel")
+    )
+    return v0_5.WeightsDescr(
+        pytorch_state_dict=v0_5.PytorchStateDictWeightsDescr(
+            source=state, architecture=architecture, pytorch_version=version
+        )
+    )

@@ -64,6 +64,15 @@ def test_a_foreign_package_runs_through_the_plugins_post_processing(foreign_zip)
     assert swapped.segment(image).max() == 0
 
 
+def test_a_foreign_package_with_state_dict_weights_runs(tmp_path):
+    path = write_foreign_package(tmp_path, weights_format="pytorch_state_dict")
+    with zipfile.ZipFile(path) as archive:
+        assert not any(n.endswith("weights.pt") for n in archive.namelist())
+    image, truth = disks_image()
+    labels = load_bmz_package(path, outputs=ROLES).segment(image)
+    assert matched_objects(truth, labels) == 3
+
+
 def test_a_foreign_package_without_roles_lists_its_channels(foreign_zip):
     with pytest.raises(OutputRolesNeeded) as caught:
         load_bmz_package(foreign_zip)
