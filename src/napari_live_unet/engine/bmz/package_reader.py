@@ -109,9 +109,7 @@ def _description(archive: zipfile.ZipFile, name: str) -> Any:
             "pip install 'napari-live-unet[bmz]'"
         ) from None
     try:
-        descr = load_model_description(
-            archive, perform_io_checks=False, format_version="latest"
-        )
+        descr = load_model_description(archive, perform_io_checks=False, format_version="latest")
     except Exception as exc:  # bioimageio raises many kinds on a damaged package
         raise InputError(
             f"{name}: the package's description cannot be read ({type(exc).__name__}: "
