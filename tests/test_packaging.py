@@ -57,11 +57,11 @@ def test_manifest_is_valid_and_sample_loads():
     manifest = npe2.PluginManifest.from_distribution("napari-live-unet")
     assert manifest.name == "napari-live-unet"
     assert manifest.contributions.sample_data
-    # The reader opens exactly the suffixes the package knows as model files.
-    from napari_live_unet.engine.model_file import MODEL_SUFFIXES
+    # The reader opens exactly the suffixes the package knows as model files and packages.
+    from napari_live_unet.engine.model_file import MODEL_SUFFIXES, PACKAGE_SUFFIX
 
     (reader,) = manifest.contributions.readers
-    assert reader.filename_patterns == [f"*{s}" for s in MODEL_SUFFIXES]
+    assert reader.filename_patterns == [f"*{s}" for s in (*MODEL_SUFFIXES, PACKAGE_SUFFIX)]
     layers = make_sample_data()
     (image, _, kind_i), (labels, _, kind_l) = layers
     assert (kind_i, kind_l) == ("image", "labels")
