@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
     tr.add_argument(
+        "--config",
+        type=Path,
+        metavar="RUN.json",
+        help="re-run a recorded run (`live-unet models --show MODEL --json`): data found by "
+        "name in --images/--labels and checked against the recorded hashes, every setting, "
+        "the seed and the starting model from the record (a model file by --init-model); "
+        "other training options are refused (docs/run-records.md)",
+    )
+    tr.add_argument(
         "--val-images",
         type=Path,
         help="validation images (default: hold out about 12%% of the training pairs)",
@@ -259,11 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--labels", required=True, type=Path, help="ground-truth label folder")
     ev.add_argument("--pred", required=True, type=Path, help="predicted label folder")
 
-    sub.add_parser(
+    md = sub.add_parser(
         "models",
-        help="list the built-in models",
+        help="list the built-in models, or show what produced a model",
         description="Built-in models ship with the package; use their names wherever a "
         "model file is accepted (predict --model, train --init-model).",
+    )
+    md.add_argument(
+        "--show",
+        metavar="MODEL",
+        help="print the run record of a model file or built-in model: data with content "
+        "hashes, settings, starting model, seed, versions, device, time and steps",
+    )
+    md.add_argument(
+        "--json",
+        action="store_true",
+        help="with --show: print the record as JSON, which `train --config` re-runs",
     )
 
     de = sub.add_parser(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +26,6 @@ from ..engine import (
     builtin_model_info,
     load_folder_pairs,
     load_model_source,
-    load_region_pairs,
     resolve_device,
     save_model,
     train,
@@ -40,6 +40,8 @@ from ..engine.memory_estimate import check_training_memory
 from ..engine.metrics import dataset_counts, format_counts
 from ..engine.model import SegmentationModel
 from ..engine.output_checks import check_not_an_input, check_writable
+from ..engine.run_record import RunRecorder, recorded, start_entry
+from ..engine.training_images import folder_images, training_pairs
 from ..engine.training_run import StopReason
 from .input_options import adapt_options
 from .stop_on_signal import StopOnSignal
@@ -59,8 +61,11 @@ def _train_with_progress(
     adapt=None,
     should_stop=None,
     distributed: DistributedContext | None = None,
+    recorder: RunRecorder | None = None,
+    learning_rates=None,
 ) -> tuple[SegmentationModel, dict]:
-    """Run training, drawing a progress bar and one line per epoch on stderr."""
+    """Run training, drawing a progress bar and one line per epoch on stderr; with
+    ``recorder``, the model gets the run's record."""
     bar = tqdm(
         total=1000,
         disable=None,  # no bar when stderr is not a terminal (logs keep the epoch lines)
@@ -71,18 +76,22 @@ def _train_with_progress(
     )
     summary: dict = {}
     model: SegmentationModel | None = None
+    events = train(
+        pairs,
+        config,
+        model_config=model_config,
+        val_pairs=val_pairs,
+        initial_model=initial_model,
+        device=device,
+        adapt=adapt,
+        should_stop=should_stop,
+        distributed=distributed,
+        learning_rates=learning_rates,
+    )
+    if recorder is not None:
+        events = recorded(events, recorder)
     try:
-        for event in train(
-            pairs,
-            config,
-            model_config=model_config,
-            val_pairs=val_pairs,
-            initial_model=initial_model,
-            device=device,
-            adapt=adapt,
-            should_stop=should_stop,
-            distributed=distributed,
-        ):
+        for event in events:
             if isinstance(event, StepEnd):
                 bar.n = int(event.progress * 1000)
                 bar.set_postfix_str(f"epoch {event.epoch} loss {event.loss:.3f}")
@@ -139,8 +148,21 @@ def _train_quietly(pairs, config, **kwargs) -> tuple[SegmentationModel, dict]:
     raise AssertionError("train() always ends with TrainingFinished")
 
 
+def cli_start_entry(source: str, model: SegmentationModel | None) -> dict:
+    """The record's start model of ``train --init-model SOURCE`` (``auto`` resolved)."""
+    if model is None:
+        return start_entry("scratch")
+    if Path(source).is_file():
+        return start_entry("file", model, path=str(Path(source).resolve()))
+    return start_entry("builtin", model, name=source)
+
+
 def run_train(args: argparse.Namespace) -> int:
     """``live-unet train``; under ``torchrun`` one rank of a multi-process (DDP) run."""
+    if getattr(args, "config", None) is not None:
+        from .train_config import run_recorded_train
+
+        return run_recorded_train(args)
     device = resolve_device(args.device)
     with process_group(device) as ranks:
         return _train_command(args, device if ranks is None else ranks.device, ranks)
@@ -202,21 +224,22 @@ def _train_command(
     # Before any data is read: settings that cannot fit even for the smallest data (2D, one
     # channel) are refused now; set_up checks again with the data's dimensions.
     check_training_memory(initial.config if initial is not None else smallest, config, device)
-    if args.regions is not None:
-        pairs, region_val = load_region_pairs(args.images, args.labels, args.regions)
-    else:
-        pairs = load_folder_pairs(args.images, args.labels, voxel_size=adapt.voxel_size)
-        region_val = []
+    images = folder_images(
+        args.images, args.labels, regions_file=args.regions, voxel_size=adapt.voxel_size
+    )
     if args.val_images is not None:
-        val_pairs = load_folder_pairs(args.val_images, args.val_labels, voxel_size=adapt.voxel_size)
+        images += folder_images(
+            args.val_images, args.val_labels, voxel_size=adapt.voxel_size, role="val"
+        )
+        region_val = sum(r.role == "val" for i in images for r in i.regions or [])
         if region_val and main:
             print(
-                f"note: --val-images given; ignoring {len(region_val)} validation regions "
+                f"note: --val-images given; ignoring {region_val} validation regions "
                 f"of {args.regions}",
                 file=sys.stderr,
             )
-    else:
-        val_pairs = region_val or None  # None: hold out validation data automatically
+    pairs, val = training_pairs(images)
+    val_pairs = val or None  # None: hold out validation data automatically
     ndim = pairs[0].labels.ndim
     if ndim == 3:  # volumes: smaller patches and batches, unless chosen
         settings = recommended_settings(device.type, ndim)
@@ -234,7 +257,9 @@ def _train_command(
     channels = {p.image.shape[0] for p in pairs}
     if len(channels) > 1 or any(p.labels.ndim != ndim for p in pairs):
         raise InputError(f"{args.images}: images differ in dimensionality or channel count")
+    start_name = args.init_model
     if args.init_model == "auto" and ndim == 2 and args.mode == "distance" and not size_given:
+        start_name = STARTER_MODEL
         initial = load_model_source(STARTER_MODEL, device)
         if main:
             print(
@@ -260,17 +285,38 @@ def _train_command(
         f"{args.out} (press Ctrl-C again to quit without writing it)"
     )
     with stop:
-        model, summary = (_train_with_progress if main else _train_quietly)(
-            pairs,
-            config,
-            model_config=model_config,
-            val_pairs=val_pairs,
-            initial_model=initial,
-            device=device,
-            adapt=adapt,
-            should_stop=stop.requested,
-            distributed=ranks,
-        )
+        if main:
+            recorder = RunRecorder(
+                images,
+                config,
+                model_config=model_config,
+                adapt=adapt,
+                start=cli_start_entry(start_name, initial),
+            )
+            model, summary = _train_with_progress(
+                pairs,
+                config,
+                model_config=model_config,
+                val_pairs=val_pairs,
+                initial_model=initial,
+                device=device,
+                adapt=adapt,
+                should_stop=stop.requested,
+                distributed=ranks,
+                recorder=recorder,
+            )
+        else:
+            model, summary = _train_quietly(
+                pairs,
+                config,
+                model_config=model_config,
+                val_pairs=val_pairs,
+                initial_model=initial,
+                device=device,
+                adapt=adapt,
+                should_stop=stop.requested,
+                distributed=ranks,
+            )
         if not main:  # rank 0 reports how training ended: torchrun would end it on an error
             return 0
         save_model(model, args.out)
@@ -328,6 +374,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
+    if getattr(args, "show", None) is not None:
+        return _show_record(args.show, as_json=args.json)
+    if getattr(args, "json", False):
+        raise InputError("--json goes with --show MODEL")
     infos = builtin_model_info()
     if not infos:
         print("no built-in models are installed")
@@ -343,6 +393,25 @@ def run_models(args: argparse.Namespace) -> int:
         for key in ("training_data", "licence", "command"):
             if info.get(key):
                 print(f"    {key.replace('_', ' ')}: {info[key]}")
+    return 0
+
+
+def _show_record(source: str, *, as_json: bool) -> int:
+    """``models --show MODEL``: the model's run record, in words or as JSON."""
+    from ..engine.run_record_text import describe_record
+
+    model = load_model_source(source)
+    if as_json:
+        if not model.record:
+            raise InputError(
+                f"{source}: this model has no run record (saved before napari-live-unet "
+                "recorded runs, or from another tool), so there is nothing to re-run"
+            )
+        print(json.dumps(model.record, indent=1))
+        return 0
+    print(f"{source}:")
+    for line in describe_record(model.record):
+        print(f"  {line}")
     return 0
 
 

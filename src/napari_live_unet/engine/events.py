@@ -118,6 +118,7 @@ class TrainingFinished:
     elapsed: float
     best_val_loss: float | None
     kept_start: bool = False
+    learning_rates: tuple[float, ...] = ()  # of every step taken, for run records
 
 
 TrainingEvent = (

@@ -75,6 +75,10 @@ class SegmentationModel:
     info : dict
         Description for people: name, description, training data and licence, the command
         that produced it, figures. Empty for models trained by users.
+    record : dict
+        What produced the model: data with content hashes, settings, starting model, seed,
+        versions, device, times and steps (see :mod:`.run_record`); JSON-safe. Empty for
+        models saved before run records existed.
     """
 
     network: UNet
@@ -85,6 +89,7 @@ class SegmentationModel:
     train_config: dict[str, Any] = field(default_factory=dict)
     input: InputSpec = field(default_factory=InputSpec)
     info: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def create(cls, config: ModelConfig, **kwargs: Any) -> SegmentationModel:

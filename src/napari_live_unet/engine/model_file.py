@@ -39,6 +39,7 @@ def model_to_dict(model: SegmentationModel) -> dict[str, Any]:
         "train_config": model.train_config,
         "input": model.input.to_dict(),
         "info": model.info,
+        "record": model.record,
         "state_dict": {k: v.detach().cpu() for k, v in model.network.state_dict().items()},
     }
 
@@ -117,6 +118,7 @@ def model_from_dict(
             dict(data.get("train_config", {})),
             InputSpec.from_dict(data.get("input", {})),
             dict(data.get("info", {})),
+            dict(data.get("record", {})),  # absent from files saved before run records
         )
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise InputError(f"{source}: model file is inconsistent ({exc})") from None

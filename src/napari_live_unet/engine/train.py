@@ -94,6 +94,7 @@ def train(
     preview_every: int = 1,
     adapt: AdaptOptions | None = None,
     distributed: ddp.DistributedContext | None = None,
+    learning_rates: Sequence[float] | None = None,
 ) -> Generator[TrainingEvent, None, SegmentationModel]:
     """Train a model, yielding progress events; the generator returns the best model.
 
@@ -131,6 +132,10 @@ def train(
         This process's place in a ``torchrun`` run (see :mod:`.distributed`, which also
         sets the device): each rank draws its own patches, gradients are averaged, rank 0
         alone validates, and all ranks take the same steps to the same weights.
+    learning_rates : sequence of float, optional
+        Replay a recorded run (see :mod:`.run_replay`): take exactly one step per rate, at
+        that rate, whatever the schedule of ``config`` says. Time budgets are not
+        reproducible; the steps and rates they gave are.
 
     Yields
     ------
@@ -142,7 +147,15 @@ def train(
     if initial_model is not None:
         initial_model.check_trainable("fine-tuned")
     run, fitted = set_up(
-        pairs, config, model_config, val_pairs, initial_model, device, adapt, distributed
+        pairs,
+        config,
+        model_config,
+        val_pairs,
+        initial_model,
+        device,
+        adapt,
+        distributed,
+        None if learning_rates is None else tuple(float(r) for r in learning_rates),
     )
     yield TrainingStarted(
         len(run.sampler.items),
@@ -176,6 +189,7 @@ def train(
         time.perf_counter() - run.start_time,
         None if math.isinf(run.best_loss) else run.best_loss,
         kept_start=kept_start,
+        learning_rates=tuple(run.rates),
     )
     return run.model
 
@@ -233,7 +247,10 @@ def _epoch(
             break
         base_rate, warmup = run.config.learning_rate, run.config.warmup_fraction
         assert base_rate is not None and warmup is not None  # set_up resolves the config
-        run.learning_rate = learning_rate_at(run.progress(), base_rate, warmup)
+        if run.fixed_rates is not None:
+            run.learning_rate = run.fixed_rates[run.step]
+        else:
+            run.learning_rate = learning_rate_at(run.progress(), base_rate, warmup)
         for group in run.optimizer.param_groups:
             group["lr"] = run.learning_rate
         try:
@@ -247,6 +264,7 @@ def _epoch(
             yield Notice(f"CUDA out of memory; continuing with batch size {run.batch_size}")
             continue
         run.step += 1
+        run.rates.append(run.learning_rate)
         if loss is None:
             run.skipped_steps += 1
             if run.skipped_steps == 1:

@@ -86,6 +86,10 @@ class TrainingRun:
     # Multi-process runs: rank 0's elapsed seconds, agreed before each step, so that every
     # rank follows the same time budget and learning-rate schedule.
     shared_elapsed: float | None = None
+    # A re-run of a recorded run that a time budget or a stop ended: exactly these steps,
+    # at these learning rates (see run_replay); None: the schedule of ``config``.
+    fixed_rates: tuple[float, ...] | None = None
+    rates: list[float] = field(default_factory=list)  # of each step taken, for the record
 
     @property
     def is_main(self) -> bool:
@@ -111,6 +115,8 @@ class TrainingRun:
 
     def progress(self) -> float:
         """Fraction of the schedule done: by steps, by time, or whichever is further."""
+        if self.fixed_rates is not None:
+            return min(1.0, self.step / len(self.fixed_rates))
         fractions = []
         if self.total_steps:
             fractions.append(self.step / self.total_steps)
@@ -141,11 +147,15 @@ def set_up(
     device,
     adapt,
     distributed: DistributedContext | None = None,
+    learning_rates: tuple[float, ...] | None = None,
 ) -> tuple[TrainingRun, Adaptation]:
     """Check and fit the data, build the model, sampler and optimiser: the run's start.
 
     With ``distributed``, each rank draws its own patches and trains the network in DDP.
+    With ``learning_rates``, the run takes exactly those steps at those rates.
     """
+    if learning_rates is not None and not learning_rates:
+        raise InputError("a replayed run needs at least one recorded step")
     device = resolve_device(device)
     rank = 0
     if distributed is not None:
@@ -247,6 +257,7 @@ def set_up(
         patch_shape=patch,
         recipe=recipe,
         distributed=distributed,
+        fixed_rates=None if learning_rates is None else tuple(learning_rates),
     )
     return run, fitted
 

@@ -9,7 +9,6 @@ training events.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -22,16 +21,18 @@ import torch
 
 from ..engine import events as ev
 from ..engine.annotation_check import sparse_annotations
-from ..engine.annotation_set import pairs_from_annotation_set
+from ..engine.annotation_set import REGIONS_FILE
 from ..engine.builtin_models import builtin_model_path
 from ..engine.config import ModelConfig, TrainConfig
-from ..engine.data import TrainingPair, load_folder_pairs
+from ..engine.data import TrainingPair
 from ..engine.errors import InputError
 from ..engine.image_adapter import AUTO_FIT, AdaptOptions
 from ..engine.model import SegmentationModel
 from ..engine.model_file import load_model
-from ..engine.regions import Region, pairs_from_regions
+from ..engine.regions import Region
+from ..engine.run_record import RunRecorder, recorded, start_entry
 from ..engine.train import PreviewHook, train
+from ..engine.training_images import TrainingImage, folder_images, training_pairs
 from .layer_pairs import layer_image_data, spatial_shape
 from .preview_pacing import PreviewPacing
 from .shape_regions import regions_from_shapes
@@ -90,6 +91,17 @@ def starting_model(
     return load_model(path), None
 
 
+def start_record(choice: StartChoice, model: SegmentationModel | None) -> dict[str, Any]:
+    """The run record's entry for where a run started (scratch when ``model`` is None)."""
+    if model is None:
+        return start_entry("scratch")
+    if choice.kind == "builtin":
+        return start_entry("builtin", model, name=choice.source)
+    if choice.kind == "file":
+        return start_entry("file", model, path=str(Path(choice.source).resolve()))
+    return start_entry("current", model)
+
+
 @dataclass
 class LayerSource:
     """A snapshot of one image / ground-truth pair taken when training starts."""
@@ -102,35 +114,56 @@ class LayerSource:
     channel_axis: int | None
     layer_names: tuple[str, ...]
     voxel_size: tuple[float, ...] | None = None  # from the image layer's scale
+    labels_name: str | None = None  # the ground-truth layer's name, for the run record
+    image_path: str | None = None  # the file a layer was opened from, if any
+    labels_path: str | None = None
+
+    def training_image(self) -> TrainingImage:
+        """This snapshot as the engine's description of a training image."""
+        return TrainingImage(
+            self.name,
+            self.image,
+            self.labels,
+            self.regions,
+            self.spatial_ndim,
+            self.channel_axis,
+            self.voxel_size,
+            labels_name=self.labels_name,
+            image_path=self.image_path,
+            labels_path=self.labels_path,
+        )
+
+
+def training_images(sources: list[LayerSource], folder: str | None) -> list[TrainingImage]:
+    """What a run trains on: the layer snapshots, then the folder's images (read now, in
+    the worker)."""
+    images = [s.training_image() for s in sources]
+    if folder:
+        root = Path(folder)
+        regions = root / REGIONS_FILE
+        if not regions.exists() and not ((root / "images").is_dir() and (root / "labels").is_dir()):
+            raise InputError(
+                f"{folder}: expected an annotation set (saved by the Annotate widget) or a "
+                "folder with images/ and labels/ subfolders"
+            )
+        images += folder_images(
+            root / "images", root / "labels", regions_file=regions if regions.exists() else None
+        )
+    return images
 
 
 def build_pairs(
     sources: list[LayerSource], folder: str | None
 ) -> tuple[list[TrainingPair], list[TrainingPair]]:
     """(train, val) pairs from layer snapshots and/or a folder; runs in the worker."""
-    train, val = [], []
-    for s in sources:
-        t, v = pairs_from_regions(
-            s.name, s.image, s.labels, s.regions, s.spatial_ndim, channel_axis=s.channel_axis
-        )
-        if s.voxel_size is not None:
-            t = [dataclasses.replace(p, voxel_size=s.voxel_size) for p in t]
-            v = [dataclasses.replace(p, voxel_size=s.voxel_size) for p in v]
-        train += t
-        val += v
-    if folder:
-        root = Path(folder)
-        if (root / "regions.json").exists():
-            t, v = pairs_from_annotation_set(root)
-        elif (root / "images").is_dir() and (root / "labels").is_dir():
-            t, v = load_folder_pairs(root / "images", root / "labels"), []
-        else:
-            raise InputError(
-                f"{folder}: expected an annotation set (saved by the Annotate widget) or a "
-                "folder with images/ and labels/ subfolders"
-            )
-        train += t
-        val += v
+    return pairs_of(training_images(sources, folder))
+
+
+def pairs_of(images: list[TrainingImage]) -> tuple[list[TrainingPair], list[TrainingPair]]:
+    """(train, val) pairs of ``images``, the engine's one way (as a re-run builds them)."""
+    if not images:
+        raise InputError("no training data: add an image with its ground truth, or a folder")
+    train, val = training_pairs(images)
     if not train:
         raise InputError("no training data: add an image with its ground truth, or a folder")
     return train, val
@@ -171,7 +204,16 @@ def snapshot_pair(
         channel_axis=-1 if rgb else None,
         layer_names=tuple(x.name for x in (image, labels, regions) if x is not None),
         voxel_size=layer_voxel_size(image, spatial_ndim),
+        labels_name=labels.name,
+        image_path=_source_path(image),
+        labels_path=_source_path(labels),
     )
+
+
+def _source_path(layer) -> str | None:
+    """The file a layer was opened from (None for one made in the session)."""
+    path = getattr(getattr(layer, "source", None), "path", None)
+    return None if path is None else str(path)
 
 
 @dataclass(frozen=True)
@@ -203,7 +245,8 @@ def training_job(
     waits after each :class:`~napari_live_unet.engine.events.PreviewReady` until the
     viewer has drawn it (see :mod:`.preview_pacing`).
     """
-    pairs, val_pairs = build_pairs(sources, folder)
+    images = training_images(sources, folder)
+    pairs, val_pairs = pairs_of(images)
     ndim, channels = pairs[0].labels.ndim, pairs[0].image.shape[0]
     initial_model, note = starting_model(start, ndim, settings.mode)
     if note is not None:
@@ -211,11 +254,20 @@ def training_job(
     if initial_model is not None:  # its predictions show objects left unpainted
         for sparse in sparse_annotations(initial_model, pairs, adapt or AUTO_FIT):
             yield AnnotationWarning(sparse.describe())
+    model_config = settings.model_config(ndim, channels)
     with threads_left_for_the_viewer():
+        recorder = RunRecorder(  # inside: it records the threads training runs on
+            images,
+            settings.train_config,
+            model_config=model_config,
+            adapt=adapt,
+            start=start_record(start, initial_model),
+            started_by="napari",
+        )
         events = train(
             pairs,
             settings.train_config,
-            model_config=settings.model_config(ndim, channels),
+            model_config=model_config,
             val_pairs=val_pairs or None,
             initial_model=initial_model,
             device=settings.device,
@@ -224,6 +276,7 @@ def training_job(
             preview_every=preview_every,
             adapt=adapt,
         )
+        events = recorded(events, recorder)
         with contextlib.closing(events):
             for event in events:
                 yield event
