@@ -415,6 +415,24 @@ def _show_record(source: str, *, as_json: bool) -> int:
     return 0
 
 
+def run_export_bmz(args: argparse.Namespace) -> int:
+    """``live-unet export-bmz MODEL OUT.zip``."""
+    from ..engine.bmz.package_writer import export_bmz_package
+
+    model = load_model_source(args.model)
+    print(f"exporting {args.model} and testing the package with bioimageio.core ...")
+    out = export_bmz_package(
+        model,
+        args.out,
+        name=args.name,
+        authors=args.author,
+        license=args.license,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {out}: passed bioimageio.core's test_model (PyTorch state dict and TorchScript)")
+    return 0
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from ..engine.sample_data import sample_folder
 

@@ -1,15 +1,21 @@
-"""A 2D/3D U-net whose outputs feed the boundary or distance post-processing."""
+"""A 2D/3D U-net whose outputs feed the boundary or distance post-processing.
+
+This file imports only torch and the standard library at run time: BioImage Model Zoo
+packages ship it verbatim as the architecture of their PyTorch weights
+(:class:`ExportedUNet`), and its networks compile with ``torch.jit.script``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+if TYPE_CHECKING:
+    from .config import ModelConfig
 
 
 def _norm(kind: str, channels: int, ndim: int) -> nn.Module:
@@ -29,11 +35,16 @@ class _FlatConv3d(nn.Conv3d):
     faster on a CPU than the 3D ones. In channels-last layout the reshapes are views.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The y/x padding as a list: TorchScript reads neither ``self.padding``'s union type
+        # nor a generator over it.
+        self.padding_yx: list[int] = [int(p) for p in self.padding[1:]]  # type: ignore[index]
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         n, c, d, h, w = input.shape
         slices = input.transpose(1, 2).reshape(n * d, c, h, w)
-        padding = tuple(int(p) for p in self.padding[1:])  # type: ignore[index]
-        out = F.conv2d(slices, self.weight[:, :, 0], self.bias, padding=padding)
+        out = F.conv2d(slices, self.weight[:, :, 0], self.bias, padding=self.padding_yx)
         return out.reshape(n, d, -1, h, w).transpose(1, 2)
 
 
@@ -94,16 +105,77 @@ class UNet(nn.Module):
         self.head = conv(widths[0], config.out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for i, block in enumerate(self.down):
+        return self.raw_forward(x)
+
+    def raw_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The raw output (``config.out_channels`` channels); TorchScript compiles it."""
+        skips: list[torch.Tensor] = []
+        # zip without strict=: TorchScript knows no keyword arguments of zip. There is one
+        # pool fewer than down blocks: the last block is the bottom.
+        for pool, block in zip(self.pools, self.down):  # noqa: B905
             x = block(x)
-            if i < len(self.down) - 1:
-                skips.append(x)
-                x = self.pools[i](x)
-        for up, block in zip(self.up, self.up_blocks, strict=True):
+            skips.append(x)
+            x = pool(x)
+        x = self.down[-1](x)
+        for up, block in zip(self.up, self.up_blocks):  # noqa: B905  # both depth long
             x = up(x)
             x = block(torch.cat([x, skips.pop()], dim=1))
         return self.head(x)
+
+
+class _Layout:
+    """The few ModelConfig fields :class:`UNet` reads, from plain values (no config
+    module needed)."""
+
+    def __init__(
+        self,
+        ndim: int,
+        in_channels: int,
+        mode: str,
+        base_channels: int,
+        depth: int,
+        norm: str,
+        pooling: list[list[int]] | None,
+        kernels: list[list[int]] | None,
+    ) -> None:
+        self.ndim, self.in_channels, self.mode = int(ndim), int(in_channels), str(mode)
+        self.base_channels, self.depth, self.norm = int(base_channels), int(depth), str(norm)
+        self.out_channels = 3 if self.mode == "boundary" else 2
+        pools = pooling or [[2] * self.ndim] * self.depth
+        sizes = kernels or [[3] * self.ndim] * (self.depth + 1)
+        self.level_pooling = tuple(tuple(int(v) for v in level) for level in pools)
+        self.level_kernels = tuple(tuple(int(v) for v in level) for level in sizes)
+
+
+class ExportedUNet(UNet):
+    """The U-net as BioImage Model Zoo packages ship it: built from plain (JSON) values,
+    returning the two maps post-processing reads, already in [0, 1].
+
+    Parameters are those of ``ModelConfig`` (``pooling`` and ``kernels`` as lists, or None
+    for 2 and 3 everywhere). The output has two channels: the foreground probability, then
+    the boundary probability (``mode="boundary"``) or the normalised distance to the
+    object's edge (``mode="distance"``); see :func:`activate`.
+    """
+
+    def __init__(
+        self,
+        ndim: int = 2,
+        in_channels: int = 1,
+        mode: str = "distance",
+        base_channels: int = 16,
+        depth: int = 3,
+        norm: str = "batch",
+        pooling: list[list[int]] | None = None,
+        kernels: list[list[int]] | None = None,
+    ) -> None:
+        if mode not in ("boundary", "distance"):
+            raise ValueError(f"mode must be 'boundary' or 'distance', got {mode!r}")
+        layout = _Layout(ndim, in_channels, mode, base_channels, depth, norm, pooling, kernels)
+        super().__init__(cast("ModelConfig", layout))  # UNet reads only the layout's fields
+        self.mode = layout.mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return activate(self.raw_forward(x), self.mode)
 
 
 def widen_input(network: UNet, weights: torch.Tensor) -> UNet:

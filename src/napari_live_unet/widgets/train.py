@@ -11,7 +11,6 @@ from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import (
     QCheckBox,
-    QFileDialog,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -23,9 +22,7 @@ from qtpy.QtWidgets import (
 from ..engine import events as ev
 from ..engine.errors import InputError
 from ..engine.model import SegmentationModel
-from ..engine.model_file import MODEL_SUFFIX, save_model
 from ..layers.current_model import current_model, describe_model
-from ..layers.jobs import Done, one_shot
 from ..layers.layer_pairs import layer_image_data
 from ..layers.training_job import (
     AnnotationWarning,
@@ -41,7 +38,7 @@ from .input_controls import InputControls
 from .job_runner import JobEnd, JobOutcome, JobRunner
 from .live_preview import LivePreviewController
 from .loss_plot import LossPlot
-from .model_chooser import SAVE_FILTER
+from .model_file_actions import ModelFileActions
 from .scroll_layout import folded, scroll_layout
 from .train_settings import TrainSettings
 from .train_start import StartFrom
@@ -72,7 +69,7 @@ class TrainWidget(QWidget):
         self.viewer = napari_viewer
         self.state = TrainState.IDLE
         self._jobs = JobRunner(self, "Training")
-        self._saving = JobRunner(self, "Saving the model")
+        self.model_files = ModelFileActions(self, self._writing_model)
         self.preview = LivePreviewController(napari_viewer, self)
         self._sources: list[LayerSource] = []
         self._start_note = ""
@@ -86,14 +83,14 @@ class TrainWidget(QWidget):
         self.start_button = QPushButton("Start")
         self.stop_button = QPushButton("Stop")
         self.continue_button = QPushButton("Continue")
-        self.save_button = QPushButton("Save model…")
+        self.save_button = self.model_files.save_button
+        self.export_button = self.model_files.export_button
         self.start_button.setToolTip("Train, starting from the choice in 'Start from'")
         self.stop_button.setToolTip("End at the next step and keep the best model so far")
         self.continue_button.setToolTip("Fine-tune the current model on the (corrected) labels")
         self.start_button.clicked.connect(lambda: self.start(continue_training=False))
         self.continue_button.clicked.connect(lambda: self.start(continue_training=True))
         self.stop_button.clicked.connect(self.stop)
-        self.save_button.clicked.connect(self._choose_save_path)
         self.preview_check = QCheckBox("Live preview of the visible area, every")
         self.preview_check.setChecked(True)
         self.preview_every = QSpinBox()
@@ -127,6 +124,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.plot)
         layout.addWidget(self.model_label)
         layout.addWidget(self.save_button)
+        layout.addWidget(self.export_button)
         layout.addStretch()
 
         self.inputs.message.connect(lambda text, _error: self.status.setText(text))
@@ -215,7 +213,7 @@ class TrainWidget(QWidget):
         Does not block: the worker ends at its next step and nothing it yields is applied.
         """
         self._jobs.shutdown()
-        self._saving.shutdown()
+        self.model_files.shutdown()
         self.preview.stop()
         self.state = TrainState.IDLE  # abandoned: nothing more will be applied
 
@@ -229,24 +227,15 @@ class TrainWidget(QWidget):
     def save_to(self, path: str | Path) -> bool:
         """Save the current model to ``path`` in a worker (disk I/O off the GUI thread);
         returns whether saving started."""
-        model = current_model.model
-        if model is None:
-            show_warning("No model to save yet: train one first.")
-            return False
-        if self.state is not TrainState.IDLE:
-            return False
+        return self.state is TrainState.IDLE and self.model_files.save_to(path)
 
-        def saved(event: Done) -> None:
-            show_info(f"Model saved to {event.value}")
-            current_model.set(model, str(event.value))
+    def export_to(self, path: str | Path) -> bool:
+        """Export the current model as a BioImage Model Zoo package in a worker; returns
+        whether exporting started."""
+        return self.state is TrainState.IDLE and self.model_files.export_to(path)
 
-        self._saving.start(
-            lambda _stop: one_shot(save_model, model, path),
-            saved,
-            lambda _end: self._set_state(TrainState.IDLE),
-        )
-        self._set_state(TrainState.SAVING)
-        return True
+    def _writing_model(self, busy: bool) -> None:
+        self._set_state(TrainState.SAVING if busy else TrainState.IDLE)
 
     # -- worker events (main thread) -------------------------------------------------------
 
@@ -366,7 +355,7 @@ class TrainWidget(QWidget):
         self.start_button.setEnabled(idle)
         self.continue_button.setEnabled(idle and has_model)
         self.stop_button.setEnabled(running)
-        self.save_button.setEnabled(idle and has_model)
+        self.model_files.set_enabled(idle and has_model)
         self.settings.set_enabled_while_training(not idle)
         for widget in (self.data, self.inputs, self.start_from):
             widget.setEnabled(idle)
@@ -386,13 +375,6 @@ class TrainWidget(QWidget):
         count = layer_image_data(layer).shape[-1] if layer is not None and layer.rgb else 1
         rgb = layer is not None and layer.rgb
         self.inputs.set_channels(count, rgb=rgb, luminance=luminance)
-
-    def _choose_save_path(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Save model", f"model{MODEL_SUFFIX}", SAVE_FILTER
-        )
-        if path:
-            self.save_to(path)
 
 
 def _clock(seconds: float) -> str:
