@@ -5,6 +5,7 @@ import pytest
 import tifffile
 
 from napari_live_unet.cli import main
+from napari_live_unet.engine.model_file import load_model
 
 from .conftest import predict_argv, write_dataset
 
@@ -226,6 +227,10 @@ def test_demo_runs_on_bundled_sample(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.index("no training") < printed.index("Fine-tuning")
     assert "starter (no training)" in printed and "fine-tuned" in printed
+    # Every model file says what made it, the demo's too.
+    record = load_model(out / "model.pt").record
+    assert record["start_model"]["kind"] == "builtin" and record["data"]
+    assert record["schedule"]["steps"] > 0
 
 
 def test_predict_doubt_writes_the_map_and_ranked_objects_beside_the_labels(dataset, tmp_path):

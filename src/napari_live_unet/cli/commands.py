@@ -445,7 +445,8 @@ def run_demo(args: argparse.Namespace) -> int:
             f"--time-budget must be a positive number of seconds, got {args.time_budget}"
         )
     train_dir, test_dir = sample_folder("train"), sample_folder("test")
-    pairs = load_folder_pairs(train_dir / "images", train_dir / "labels")
+    images = folder_images(train_dir / "images", train_dir / "labels")
+    pairs, _ = training_pairs(images)
     test = load_folder_pairs(test_dir / "images", test_dir / "labels")
     starter = load_model_source(STARTER_MODEL, device)
 
@@ -463,7 +464,17 @@ def run_demo(args: argparse.Namespace) -> int:
         batch_size=8,
         val_fraction=0.2,
     )
-    model, summary = _train_with_progress(pairs, config, initial_model=starter, device=device)
+    recorder = RunRecorder(  # the demo's model says what made it, like any other
+        images,
+        config,
+        model_config=None,
+        adapt=None,
+        start=start_entry("builtin", starter, name=STARTER_MODEL),
+        started_by="demo",
+    )
+    model, summary = _train_with_progress(
+        pairs, config, initial_model=starter, device=device, recorder=recorder
+    )
     save_model(model, out / "model.pt")
     if summary.get("kept_start"):
         print("   kept the starting model: fine-tuning did not improve validation AP")

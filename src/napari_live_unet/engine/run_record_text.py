@@ -15,7 +15,10 @@ def describe_record(record: dict[str, Any]) -> list[str]:
         records existed.
     """
     if not record:
-        return ["no run record: this model was saved before napari-live-unet recorded runs"]
+        return [
+            "no run record: this model was saved before napari-live-unet recorded runs, "
+            "or by another tool"
+        ]
     schedule = record.get("schedule", {})
     lines = [
         f"trained from {record.get('started_by', '?')} on {record.get('device', '?')} "
