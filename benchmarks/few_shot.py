@@ -45,6 +45,7 @@ from napari_live_unet.engine import (
     train,
 )
 from napari_live_unet.engine.io import list_tiffs, read_tiff
+from napari_live_unet.engine.model_file import save_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dsb2018-fluo"
 # Dark purple nuclei on white: the fraction of each RGB channel a bright nucleus removes.
@@ -81,6 +82,7 @@ def main() -> int:
     parser.add_argument("--time-budget", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--save", type=Path, help="save the trained model to this file")
     parser.add_argument(
         "--folder", type=Path, help="images/ and labels/: train on a few, score the rest"
     )
@@ -149,6 +151,10 @@ def main() -> int:
             model = event.model
             result.update(steps=event.steps, kept_start=event.kept_start)
     result["train_seconds"] = round(time.perf_counter() - t0, 1)
+    result["postprocess"] = model.postprocess.to_dict()
+    result["input"] = model.input.to_dict()
+    if args.save is not None:
+        save_model(model, args.save)
     result["after_training"] = _score(model, test, test_images)
     print(json.dumps(result))
     if args.json is not None:

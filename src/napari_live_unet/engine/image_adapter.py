@@ -154,6 +154,9 @@ class Adaptation:
     """Per-axis zoom that brought the image's voxel size to the model's (None: none)."""
     voxel_size: tuple[float, ...] | None = None
     """The image's voxel size, when known."""
+    judged_per_image: bool = False
+    """Training only: judging polarity image by image (:func:`polarity_from_image`) gives
+    every training image the polarity the annotations gave them all."""
 
     def describe(self) -> str:
         """One line for the user, e.g. ``RGB -> luminance; inverted (dark objects); zoom 0.50``."""

@@ -14,7 +14,7 @@ import torch
 
 from . import distributed as ddp
 from .augment import augment_batch
-from .config import ModelConfig, TrainConfig
+from .config import ModelConfig, PostprocessConfig, TrainConfig
 from .data import TrainingPair
 from .device import autocast
 from .evaluation import limit_pixels, tuned_thresholds, validation_ap
@@ -29,9 +29,10 @@ from .events import (
     TrainingStarted,
     ValidationMetrics,
 )
-from .image_adapter import AdaptOptions
+from .image_adapter import Adaptation, AdaptOptions, InputSpec
 from .losses import segmentation_loss
 from .model import SegmentationModel
+from .training_input import kept_start_fitting
 from .training_run import (
     MAX_VAL_PATCHES,
     StopReason,
@@ -180,7 +181,13 @@ def train(
                 "the fine-tuned model as it ends."
             )
     reason = yield from _run_epochs(run, should_stop, preview, preview_every)
-    kept_start = yield from _finish(run, start_model)
+    kept_start = yield from _finish(
+        run,
+        start_model,
+        None if initial_model is None else initial_model.input,
+        fitted,
+        adapt or AdaptOptions(),
+    )
     yield TrainingFinished(
         run.model,
         reason,
@@ -350,10 +357,19 @@ def _monitored(
 
 
 def _finish(
-    run: TrainingRun, start_model: SegmentationModel | None
+    run: TrainingRun,
+    start_model: SegmentationModel | None,
+    start_input: InputSpec | None,
+    fitted: Adaptation,
+    adapt: AdaptOptions,
 ) -> Generator[TrainingEvent, None, bool]:
     """Restore the best weights, tune thresholds, and keep the starting model if it was
-    at least as good; returns whether it was kept."""
+    at least as good; returns whether it was kept.
+
+    A kept starting model keeps what it was validated with: its thresholds unless re-tuned
+    ones gain clearly (:func:`~.evaluation.required_gain`), and its own input fitting
+    where that fits the training images as the fixed one did (:func:`kept_start_fitting`).
+    """
     best_state = run.best_state
     kept_start = (
         start_model is not None
@@ -364,14 +380,17 @@ def _finish(
         run.network.load_state_dict(best_state)
     run.network.eval()
     run.model.train_config = run.config.to_dict()
+    start_postprocess = None if start_model is None else start_model.postprocess
     if run.is_main and run.val_pairs and run.config.tune_thresholds and best_state is not None:
         tune_pairs = limit_pixels(run.val_pairs, run.config.tune_max_pixels)
         yield Notice(
             f"Choosing post-processing thresholds on {len(tune_pairs)} validation image(s)..."
         )
-        params, counts, score = tuned_thresholds(run.model, tune_pairs)
+        params, counts, score = tuned_thresholds(run.model, tune_pairs, validated=kept_start)
         if start_model is not None and not kept_start:
-            start_params, start_counts, start_score = tuned_thresholds(start_model, tune_pairs)
+            start_params, start_counts, start_score = tuned_thresholds(
+                start_model, tune_pairs, validated=True
+            )
             if start_score >= score:
                 run.network.load_state_dict(state_copy(start_model.network))
                 params, counts, kept_start = start_params, start_counts, True
@@ -382,12 +401,30 @@ def _finish(
         kept_start, message = ddp.agree_on_result(run.network, run.distributed, kept_start, start)
         if run.is_main:
             yield Notice(message)
-    if kept_start:
-        yield Notice(
-            "Kept the starting model: fine-tuning did not improve validation AP "
-            "(its thresholds and input settings now fit your images)."
-        )
+    if kept_start and start_input is not None:
+        run.model.input = kept_start_fitting(start_input, run.model.input, fitted, adapt)
+        yield Notice(_kept_start_message(run.model, start_input, start_postprocess))
     return kept_start
+
+
+def _kept_start_message(
+    model: SegmentationModel, start_input: InputSpec, start_postprocess: PostprocessConfig | None
+) -> str:
+    """What a kept starting model kept of its own, in words."""
+    thresholds = (
+        "its own thresholds"
+        if model.postprocess == start_postprocess
+        else "thresholds re-chosen on your validation objects"
+    )
+    fitting = (
+        "its own input fitting"
+        if model.input == start_input
+        else "input fitting fixed to your images (polarity and object size)"
+    )
+    return (
+        "Kept the starting model: fine-tuning did not improve validation AP. "
+        f"It keeps {thresholds} and {fitting}."
+    )
 
 
 def _same_weights(state: dict[str, torch.Tensor], model: SegmentationModel) -> bool:

@@ -24,6 +24,7 @@ from .image_adapter import (
     invert_range,
     object_diameters,
     polarity_from_annotations,
+    polarity_from_image,
     resize,
     to_model_channels,
     zoom_for,
@@ -104,6 +105,7 @@ def fit_training_data(
             [p.annotated for p in everything],
         )
         source = "judged from the annotations"
+    judged_per_image = all(polarity_from_image(p.image) == polarity for p in everything)
     network_polarity = spec.polarity if fine_tuning else polarity
     inverted = polarity != network_polarity
 
@@ -146,6 +148,7 @@ def fit_training_data(
         channel_note=", ".join(sorted(notes)),
         polarity=polarity,
         polarity_source=source,
+        judged_per_image=judged_per_image,
     )
     if model_channels != 1 and options.all_channels:
         adaptation.channel_note = f"all {model_channels} channels"
@@ -154,6 +157,45 @@ def fit_training_data(
     if image_diameter is not None:
         adaptation.notes.append(f"objects about {image_diameter:.0f} px across")
     return pairs, val_pairs, new_spec, adaptation
+
+
+def kept_start_fitting(
+    start: InputSpec, fitted: InputSpec, adaptation: Adaptation, options: AdaptOptions
+) -> InputSpec:
+    """The input fitting for a starting model whose weights training kept unchanged.
+
+    Fine-tuning fixes the fitting to the user's training images (their polarity, their
+    object size). When training then keeps the starting weights, what was validated is the
+    starting model on those images, and the start's own fitting, which decides per image,
+    fits other images better than one fixed on a few (the built-in starter judges polarity
+    and size image by image). So the start's fitting is kept wherever it gives the training
+    images exactly the fitting they had, and the user's explicit choices always stay.
+
+    Parameters
+    ----------
+    start : InputSpec
+        The starting model's fitting, before training.
+    fitted : InputSpec
+        The fitting that training fixed from the user's images.
+    adaptation : Adaptation
+        What fitting did to the training images.
+    options : AdaptOptions
+        The user's choices.
+    """
+    spec = fitted
+    polarity_same = start.image_polarity == fitted.image_polarity or (
+        start.image_polarity == "auto" and adaptation.judged_per_image
+    )
+    if options.polarity == "auto" and polarity_same:
+        spec = dataclasses.replace(spec, image_polarity=start.image_polarity)
+    if options.diameter is None and abs(zoom_for(start, None) - adaptation.zoom) < 1e-9:
+        spec = dataclasses.replace(
+            spec,
+            diameter=start.diameter,
+            diameter_range=start.diameter_range,
+            image_diameter=start.image_diameter,
+        )
+    return spec
 
 
 def _resampled(
