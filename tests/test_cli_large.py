@@ -20,14 +20,9 @@ from ome_zarr.writer import write_image
 from scipy import ndimage as ndi
 
 from napari_live_unet.cli import main, predict_command
-from napari_live_unet.engine import block_plan, block_predict
+from napari_live_unet.engine import block_predict, memory_budget
 from napari_live_unet.engine.atomic_write import TMP_SUFFIX
-from napari_live_unet.engine.block_plan import (
-    BLOCKS_IN_FLIGHT,
-    MIN_NETWORK_BYTES,
-    FrameLayout,
-    block_bytes,
-)
+from napari_live_unet.engine.block_plan import FrameLayout, block_bytes
 from napari_live_unet.engine.block_predict import plan_job
 from napari_live_unet.engine.builtin_models import load_model_source
 from napari_live_unet.engine.image_adapter import AdaptOptions
@@ -45,7 +40,8 @@ machine (the real resident memory is used where the test is about it)."""
 
 def _limit(per_block: int) -> str:
     """``--memory-limit`` that leaves each block ``per_block`` bytes beside BASELINE."""
-    return f"{(BASELINE + MIN_NETWORK_BYTES + BLOCKS_IN_FLIGHT * per_block) // MB + 1}M"
+    need = BASELINE + memory_budget.MIN_NETWORK_BYTES + memory_budget.BLOCKS_IN_FLIGHT * per_block
+    return f"{need // MB + 1}M"
 
 
 def _fitting(model, core: tuple[int, ...], spatial: tuple[int, ...]) -> int:
@@ -60,8 +56,7 @@ def _fitting(model, core: tuple[int, ...], spatial: tuple[int, ...]) -> int:
 @pytest.fixture
 def blocks(monkeypatch):
     """Pin the process's baseline memory and record every image's blocks per frame."""
-    monkeypatch.setattr(block_plan, "resident_bytes", lambda: BASELINE)
-    monkeypatch.setattr(predict_command, "resident_bytes", lambda: BASELINE)
+    monkeypatch.setattr(memory_budget, "resident_bytes", lambda: BASELINE)
     seen: list[int] = []
     original = predict_command.segment_stored
 

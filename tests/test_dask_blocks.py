@@ -14,10 +14,11 @@ import pytest
 import torch
 import zarr
 
-from napari_live_unet.engine.block_plan import FrameLayout, MemoryShare
+from napari_live_unet.engine.block_plan import FrameLayout
 from napari_live_unet.engine.builtin_models import load_model_source
 from napari_live_unet.engine.dask_blocks import DaskBlocks, start_client, stop_client
 from napari_live_unet.engine.large_image import plan_image, segment_stored
+from napari_live_unet.engine.memory_budget import MemoryBudget
 from napari_live_unet.engine.model import SegmentationModel
 
 from .conftest import synthetic_nuclei
@@ -53,7 +54,7 @@ def _stored_image(folder: Path, seed: int) -> tuple[str, np.ndarray]:
 
 
 def _plan(model: SegmentationModel):
-    memory = MemoryShare(limit=2**31, baseline=0, network=64 * 2**20, per_block=2**28)
+    memory = MemoryBudget(limit=2**31, baseline=0, network=64 * 2**20, per_block=2**28)
     return plan_image(model, SHAPE, FrameLayout.of("yx", 2), memory, SHAPE)
 
 

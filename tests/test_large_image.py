@@ -10,19 +10,13 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from napari_live_unet.engine.block_plan import (
-    BLOCKS_IN_FLIGHT,
-    MAX_CORE_PIXELS,
-    FrameLayout,
-    MemoryShare,
-    block_bytes,
-    plan_core,
-)
+from napari_live_unet.engine.block_plan import MAX_CORE_PIXELS, FrameLayout, block_bytes, plan_core
 from napari_live_unet.engine.builtin_models import load_model_source
 from napari_live_unet.engine.config import ModelConfig, PostprocessConfig
 from napari_live_unet.engine.errors import InputError
 from napari_live_unet.engine.image_adapter import AdaptOptions
 from napari_live_unet.engine.large_image import plan_image, segment_stored
+from napari_live_unet.engine.memory_budget import BLOCKS_IN_FLIGHT, MemoryBudget
 from napari_live_unet.engine.metrics import match_counts
 from napari_live_unet.engine.model import SegmentationModel
 from napari_live_unet.engine.unet import UNet
@@ -82,7 +76,7 @@ def test_a_chunking_larger_than_the_budget_is_refused_with_advice():
 
 def test_a_memory_limit_below_the_process_itself_is_refused():
     with pytest.raises(InputError, match="too small"):
-        MemoryShare.split(300 * MB, baseline=280 * MB)
+        MemoryBudget.split(300 * MB, baseline=280 * MB)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +92,7 @@ def _nuclei_image(shape, seed=0):
 def _budget(model, axes, shape, core):
     """A block budget that fits blocks of ``core`` (plus margins) and no larger."""
     layout = FrameLayout.of(axes, model.config.ndim)
-    roomy = MemoryShare(limit=2**40, baseline=0, network=64 * MB, per_block=2**39)
+    roomy = MemoryBudget(limit=2**40, baseline=0, network=64 * MB, per_block=2**39)
     job = plan_image(model, shape, layout, roomy, core).job
     spatial = layout.spatial_shape(shape)
     reach = [h + m for h, m in zip(job.halo, job.margin, strict=True)]
@@ -108,7 +102,7 @@ def _budget(model, axes, shape, core):
 
 def _blocks(model, image, axes, per_block, chunks, **kwargs):
     layout = FrameLayout.of(axes, model.config.ndim)
-    memory = MemoryShare(limit=2**31, baseline=0, network=64 * MB, per_block=per_block)
+    memory = MemoryBudget(limit=2**31, baseline=0, network=64 * MB, per_block=per_block)
     plan = plan_image(model, image.shape, layout, memory, chunks, **kwargs)
     out = np.zeros(
         tuple(image.shape[a] for a in layout.frame_axes) + layout.spatial_shape(image.shape),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_live_unet.engine import ModelConfig, SegmentationModel, predict, tile_plan
+from napari_live_unet.engine import ModelConfig, SegmentationModel, memory_budget, predict
 from napari_live_unet.engine.errors import InputError
 from napari_live_unet.engine.predict import _Band
 from napari_live_unet.engine.tile_plan import (
@@ -204,7 +204,7 @@ def test_automatic_tiles_match_the_whole_image_away_from_seams(monkeypatch):
     net = UNet(ModelConfig(base_channels=4, depth=2)).eval()
     margin = context_margin(net, (4, 4))
     assert margin == (24, 24)  # receptive radius 4 × (1 + 2) + 2 × 4 + (1 + 2) = 23
-    monkeypatch.setattr(tile_plan, "CPU_BUDGET_BYTES", 96 * 96 * activation_bytes_per_voxel(net))
+    monkeypatch.setattr(memory_budget, "CPU_TILE_BYTES", 96 * 96 * activation_bytes_per_voxel(net))
     image = np.random.default_rng(1).random((1, 150, 230)).astype(np.float32)
     options = dict(mode="distance", size_multiple=4, low=np.zeros(1), high=np.ones(1))
     spy = []

@@ -7,6 +7,7 @@ import pytest
 
 from napari_live_unet.engine import InputError, ModelConfig, PostprocessConfig, SegmentationModel
 from napari_live_unet.engine.image_adapter import AdaptOptions, InputSpec
+from napari_live_unet.engine.memory_budget import MemoryBudget
 from napari_live_unet.engine.output_cache import FrameOutputCache
 from napari_live_unet.engine.targets import normalized_distance
 from napari_live_unet.engine.temp_store import wait_for_removals
@@ -337,8 +338,10 @@ def test_only_frames_beyond_the_memory_cap_go_block_by_block():
     image = np.zeros((1024, 1024), np.uint8)
     plan = plan_frames(image.shape, False, model.config)
     # 64 bytes per pixel whole: 64 MiB for 1024², beyond what a 100 MiB cap leaves blocks.
-    assert plan_blocks(model, image, plan, AdaptOptions(), 8 * 2**30) is None
-    planned = plan_blocks(model, image, plan, AdaptOptions(), 100 * 2**20)
+    assert (
+        plan_blocks(model, image, plan, AdaptOptions(), MemoryBudget.for_viewer(8 * 2**30)) is None
+    )
+    planned = plan_blocks(model, image, plan, AdaptOptions(), MemoryBudget.for_viewer(100 * 2**20))
     assert planned is not None
     image_plan, chunks = planned
     assert image_plan.blocks_per_frame > 1
@@ -349,7 +352,9 @@ def test_only_frames_beyond_the_memory_cap_go_block_by_block():
     whole_chunk = da.zeros((4096, 4096), np.uint16, chunks=(4096, 4096))  # 32 MiB chunk
     plan = plan_frames(whole_chunk.shape, False, model.config)
     with pytest.raises(InputError, match="Rechunk") as error:
-        plan_blocks(model, whole_chunk, plan, AdaptOptions(), 100 * 2**20, "huge")
+        plan_blocks(
+            model, whole_chunk, plan, AdaptOptions(), MemoryBudget.for_viewer(100 * 2**20), "huge"
+        )
     assert "--memory-limit" not in str(error.value) and "'huge'" in str(error.value)
 
 
@@ -361,7 +366,7 @@ def run_block_job(model, data, cap, stop=None, on_event=None):
     )
 
     plan = plan_frames(data.shape, False, model.config)
-    planned = plan_blocks(model, data, plan, AdaptOptions(), cap)
+    planned = plan_blocks(model, data, plan, AdaptOptions(), MemoryBudget.for_viewer(cap))
     assert planned is not None
     result = new_block_result(
         "image", plan, planned[0], planned[1], model, model.postprocess, 1.0, None

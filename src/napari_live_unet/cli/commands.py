@@ -35,7 +35,8 @@ from ..engine.config import recommended_settings
 from ..engine.data import check_labels
 from ..engine.distributed import DistributedContext, process_group
 from ..engine.errors import InputError
-from ..engine.io import list_tiffs, read_tiff, smallest_label_dtype, write_tiff_atomic
+from ..engine.io import list_tiffs, read_tiff, write_tiff_atomic
+from ..engine.label_dtype import label_dtype
 from ..engine.memory_estimate import check_training_memory
 from ..engine.metrics import dataset_counts, format_counts
 from ..engine.model import SegmentationModel
@@ -499,7 +500,7 @@ def _demo_predict(model: SegmentationModel, test, folder: Path) -> list:
         labels = model.segment(pair.image, channel_axis=0)
         write_tiff_atomic(
             folder / f"{Path(pair.name).stem}.tif",
-            labels.astype(smallest_label_dtype(int(labels.max()))),
+            labels.astype(label_dtype(int(labels.max()))),
         )
         preds.append(labels)
     counts = dataset_counts([p.labels for p in test], preds)

@@ -26,21 +26,14 @@ from tqdm import tqdm
 
 from ..engine import load_model_source, resolve_device
 from ..engine.atomic_write import remove_stale_temporaries
-from ..engine.block_plan import (
-    BLOCKS_IN_FLIGHT,
-    PYRAMID_BYTES,
-    FrameLayout,
-    MemoryShare,
-    block_bytes,
-    default_chunks,
-    default_memory_limit,
-    resident_bytes,
-)
+from ..engine.block_plan import FrameLayout, default_chunks
 from ..engine.bmz.output_roles import parse_output_roles
-from ..engine.errors import InputError
+from ..engine.errors import InputError, MemoryLimitError
 from ..engine.image_source import ImageSource, is_zarr_path, list_images, open_image
-from ..engine.io import read_tiff, smallest_label_dtype, write_tiff_atomic
+from ..engine.io import read_tiff, write_tiff_atomic
+from ..engine.label_dtype import label_dtype
 from ..engine.large_image import ImagePlan, labels_axes, labels_shape, plan_image, segment_stored
+from ..engine.memory_budget import MemoryBudget, default_memory_limit
 from ..engine.memory_estimate import available_memory_bytes, format_bytes
 from ..engine.model import SegmentationModel
 from ..engine.output_checks import check_not_an_input, check_writable
@@ -84,6 +77,23 @@ class _Input:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    try:
+        return _run_predict(args)
+    except MemoryLimitError as exc:
+        raise InputError(memory_message(exc)) from None
+
+
+def memory_message(exc: MemoryLimitError) -> str:
+    """A memory error in the CLI's words: what to do is raise ``--memory-limit`` (or, with
+    workers, run fewer)."""
+    if exc.workers:
+        return exc.with_remedy(
+            f"raise --memory-limit or use fewer workers (--workers {exc.workers})"
+        )
+    return exc.with_remedy("raise --memory-limit")
+
+
+def _run_predict(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     adapt = adapt_options(args)
     zarr_out = args.out.suffix.lower() == ".zarr" or is_zarr_path(args.out)
@@ -111,7 +121,9 @@ def run_predict(args: argparse.Namespace) -> int:
         if args.memory_limit is not None
         else default_memory_limit(available_memory_bytes(torch.device("cpu")))
     )
-    memory = _memory_share(limit, args.workers)
+    # The one budget of this run: each LocalCluster worker holds its own Python, torch and
+    # model (about what this process holds) and shares what this process leaves of it.
+    memory = MemoryBudget.split(limit, workers=args.workers)
     files = list_images(args.images)
     if not zarr_out:
         remove_stale_temporaries(args.out)
@@ -140,7 +152,7 @@ def run_predict(args: argparse.Namespace) -> int:
         from ..engine.dask_blocks import start_client
 
         # A LocalCluster's workers get the share the blocks were planned for.
-        client = start_client(args.workers, args.scheduler, memory.limit * (args.workers or 1))
+        client = start_client(args.workers, args.scheduler, memory.cluster_limit)
     try:
         small = [i for i in inputs if i.plan is None]
         pixels += _predict_whole(model, small, adapt, tile, args, notes)
@@ -164,26 +176,6 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _memory_share(limit: int, workers: int | None) -> MemoryShare:
-    """The memory of one process that predicts blocks: this one, or each of ``workers``
-    LocalCluster workers, which hold their own Python, torch and model (about what this
-    process holds) and share what this process leaves of ``limit``."""
-    if not workers:
-        return MemoryShare.split(limit)
-    baseline = resident_bytes()
-    share = (limit - baseline) // workers
-    try:
-        return MemoryShare.split(share, baseline)
-    except InputError:
-        raise InputError(
-            f"--memory-limit {format_bytes(limit)} is too small for --workers {workers}: "
-            f"this process holds {format_bytes(baseline)}, and each worker holds as much "
-            f"again (Python, torch, the model) besides its blocks, which leaves each worker "
-            f"{format_bytes(max(0, share - baseline))}. Raise --memory-limit or use fewer "
-            "workers."
-        ) from None
-
-
 def _refuse_existing(args: argparse.Namespace, files: dict[str, Path], zarr_out: bool) -> None:
     if zarr_out:
         existing = [n for n in files if (args.out / "labels" / n).exists()]
@@ -203,7 +195,7 @@ def _plan_input(
     model: SegmentationModel,
     name: str,
     path: Path,
-    memory: MemoryShare,
+    memory: MemoryBudget,
     args: argparse.Namespace,
     adapt,
     always_blocks: bool,
@@ -217,14 +209,13 @@ def _plan_input(
         shape = tuple(int(s) for s in source.array.shape)
         spatial = layout.spatial_shape(shape)
         voxel = adapt.voxel_size or _source_voxel_size(source, ndim)
-        whole = block_bytes(spatial, layout.n_channels(shape))
         blocks = (
             always_blocks
             or source.kind != "tiff"
             or any(
                 source.axes[a] != "q" or shape[a] > 8 for a in layout.frame_axes
             )  # a series, not a few channels
-            or whole > BLOCKS_IN_FLIGHT * memory.per_block
+            or not memory.fits_whole(spatial, layout.n_channels(shape))
         )
         if not blocks:
             model.check_fits(read_tiff(path), adapt, name=str(path))
@@ -309,7 +300,7 @@ def _predict_whole(model, inputs: list[_Input], adapt, tile, args, notes) -> int
         file=sys.stderr,
     ):
         write_tiff_atomic(
-            args.out / f"{item.name}.tif", labels.astype(smallest_label_dtype(int(labels.max())))
+            args.out / f"{item.name}.tif", labels.astype(label_dtype(int(labels.max())))
         )
         if args.save_maps:
             write_tiff_atomic(args.out / f"{item.name}_maps.tif", maps.astype(np.float32))
@@ -333,7 +324,7 @@ def _predict_with_doubt(model, inputs: list[_Input], adapt, tile, args, notes) -
         maps, labels, report = result
         notes.update(["doubt assessed (as is and under three flips)"])
         write_tiff_atomic(
-            args.out / f"{item.name}.tif", labels.astype(smallest_label_dtype(int(labels.max())))
+            args.out / f"{item.name}.tif", labels.astype(label_dtype(int(labels.max())))
         )
         if args.save_maps:
             write_tiff_atomic(args.out / f"{item.name}_maps.tif", maps.astype(np.float32))
@@ -344,7 +335,9 @@ def _predict_with_doubt(model, inputs: list[_Input], adapt, tile, args, notes) -
     return pixels
 
 
-def _predict_blocks(model, item: _Input, memory, args, zarr_out, client, device, notes) -> int:
+def _predict_blocks(
+    model, item: _Input, memory: MemoryBudget, args, zarr_out, client, device, notes
+) -> int:
     """One image block by block, into an OME-Zarr labels group or a TIFF."""
     assert item.plan is not None
     writer: OmeZarrLabelsWriter | TiffLabelsWriter
@@ -387,7 +380,7 @@ def _predict_blocks(model, item: _Input, memory, args, zarr_out, client, device,
             largest = max(largest, done.count)
             notes.update([done.note])
         if isinstance(writer, TiffLabelsWriter):
-            writer.finish(largest, min(memory.per_block, PYRAMID_BYTES))
+            writer.finish(largest, memory.finish_bytes)
         else:
-            writer.finish(min(memory.per_block, PYRAMID_BYTES))
+            writer.finish(memory.finish_bytes)
     return math.prod(item.labels_shape)

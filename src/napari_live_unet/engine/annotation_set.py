@@ -29,7 +29,8 @@ import numpy as np
 from .atomic_write import write_bytes_atomic
 from .data import TrainingPair, check_labels, make_pair
 from .errors import InputError
-from .io import list_tiffs, read_tiff, smallest_label_dtype, write_tiff_atomic
+from .io import list_tiffs, read_tiff, write_tiff_atomic
+from .label_dtype import label_dtype
 from .regions import (
     Region,
     check_frame,
@@ -279,7 +280,7 @@ def _prepare_item(item: AnnotatedImage) -> tuple[AnnotatedImage, np.ndarray, np.
         check_frame(region, labels.shape[:n_lead], label)
         region_geometry(region, labels.shape[n_lead:], label)
     top = int(labels.max()) if labels.size else 0
-    return item, image, labels.astype(smallest_label_dtype(top), copy=False)
+    return item, image, labels.astype(label_dtype(top), copy=False)
 
 
 def _region_from_json(spec: dict) -> Region:

@@ -3,22 +3,22 @@
 Block-by-block prediction (:mod:`.block_predict`) reads each block with a margin (the
 network's receptive radius plus the post-processing halo), predicts and post-processes it,
 and writes only its core. This module decides which array axes are frames, channels and
-space (:class:`FrameLayout`), how the memory limit is shared out (:class:`MemoryShare`),
-and the core shape: whole storage chunks, as many as the block budget allows
-(:func:`plan_core`), so that blocks written in parallel never share an output chunk.
+space (:class:`FrameLayout`), what a block costs (:func:`block_bytes`), and the core
+shape: whole storage chunks, as many as a block's share of the memory budget
+(:class:`~napari_live_unet.engine.memory_budget.MemoryBudget`) allows (:func:`plan_core`),
+so that blocks written in parallel never share an output chunk.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, MemoryLimitError
 from .memory_estimate import format_bytes
 
 BYTES_PER_BLOCK_PIXEL = 64
@@ -31,27 +31,12 @@ start and the network's share, for one 2048² and one 3072² block of the starte
 BYTES_PER_CHANNEL_PIXEL = 8
 """Extra working memory per pixel for each input channel beyond the first."""
 
-BLOCKS_IN_FLIGHT = 2
-"""Blocks alive at once in one process: one in the network, one in post-processing."""
-
-MIN_NETWORK_BYTES = 64 * 2**20
-"""The least working memory a forward pass gets (tiles shrink to fit it)."""
-
-MAX_NETWORK_BYTES = 512 * 2**20
-"""The most a forward pass gets on a CPU: larger tiles are no faster there."""
-
 MAX_CORE_PIXELS = 2**22
 """Cores grow no larger than this (2048², or 64 x 256² in 3D) even when memory allows:
 post-processing costs more per pixel on larger regions (8192²: 0.40 µs per pixel whole,
 0.16 block by block), and smaller blocks keep the network busy while the previous one is
 post-processed. One 8192² image: 2.29 MP/s with 2048² cores against 1.48 with the whole
 image as one block (``benchmarks/large_predict.py``)."""
-
-PYRAMID_BYTES = 256 * 2**20
-"""What building the viewing pyramid of an OME-Zarr output may hold at once."""
-
-DEFAULT_LIMIT_SHARE = 0.5
-"""``--memory-limit`` defaults to this share of the memory available when it starts."""
 
 
 @dataclass(frozen=True)
@@ -148,66 +133,6 @@ class FrameLayout:
         return 1 if self.channel_axis is None else int(shape[self.channel_axis])
 
 
-@dataclass(frozen=True)
-class MemoryShare:
-    """How one memory limit is shared out in a prediction process.
-
-    Attributes
-    ----------
-    limit : int
-        The whole budget (bytes), ``--memory-limit``.
-    baseline : int
-        What the process holds before the first block (Python, torch, the model).
-    network : int
-        Working memory of one forward pass (tiles are sized to it).
-    per_block : int
-        What each block in flight may take (:data:`BLOCKS_IN_FLIGHT` of them).
-    """
-
-    limit: int
-    baseline: int
-    network: int
-    per_block: int
-
-    @classmethod
-    def split(cls, limit: int, baseline: int | None = None) -> MemoryShare:
-        """Share ``limit`` out; ``baseline`` defaults to this process's resident memory.
-
-        Raises
-        ------
-        InputError
-            If the limit leaves too little for one small block beside the baseline.
-        """
-        baseline = resident_bytes() if baseline is None else baseline
-        free = limit - baseline
-        network = int(min(MAX_NETWORK_BYTES, max(MIN_NETWORK_BYTES, free // 4)))
-        per_block = (free - network) // BLOCKS_IN_FLIGHT
-        smallest = 256 * 256 * BYTES_PER_BLOCK_PIXEL
-        if per_block < smallest:
-            need = baseline + network + BLOCKS_IN_FLIGHT * smallest
-            raise InputError(
-                f"--memory-limit {format_bytes(limit)} is too small: this process already "
-                f"holds {format_bytes(baseline)}, and prediction needs at least "
-                f"{format_bytes(need)} in all. Raise --memory-limit."
-            )
-        return cls(int(limit), int(baseline), network, int(per_block))
-
-
-def default_memory_limit(available: int | None) -> int:
-    """``--memory-limit`` when none is given: half of the ``available`` memory (4 GiB when
-    it is unknown)."""
-    return int(DEFAULT_LIMIT_SHARE * available) if available else 4 * 2**30
-
-
-def resident_bytes() -> int:
-    """This process's resident memory (0 where ``/proc`` is missing)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 def block_bytes(read_shape: Sequence[int], channels: int = 1) -> int:
     """Working memory of one block read with shape ``read_shape`` (spatial)."""
     per_pixel = BYTES_PER_BLOCK_PIXEL + BYTES_PER_CHANNEL_PIXEL * max(0, channels - 1)
@@ -254,7 +179,7 @@ def plan_core(
 
     Raises
     ------
-    InputError
+    MemoryLimitError
         If one chunk with its margins does not fit the budget.
     """
     spatial = tuple(int(s) for s in spatial)
@@ -271,11 +196,13 @@ def plan_core(
 
     core = chunks
     if cost(core) > budget:
-        raise InputError(
+        raise MemoryLimitError(
+            cost(core),
+            budget,
             f"{name}: its storage chunks {stored} need {format_bytes(cost(core))} per block "
             f"with margins, more than the {format_bytes(budget)} the memory limit leaves a "
-            "block. Rechunk the image smaller (e.g. 1024 x 1024 in y/x), or raise "
-            "--memory-limit."
+            "block.",
+            rechunk=True,
         )
     while True:
         grown = [

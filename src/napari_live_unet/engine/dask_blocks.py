@@ -34,7 +34,8 @@ _JOB: dict[Any, Any] = {"key": None}
 
 def start_client(workers: int | None, scheduler: str | None, memory_limit: int | None = None):
     """A ``distributed.Client``: on ``scheduler`` when given, else on a new LocalCluster of
-    ``workers`` processes (two task threads each) sharing ``memory_limit`` bytes.
+    ``workers`` processes (two task threads each) sharing ``memory_limit`` bytes (a
+    :class:`~napari_live_unet.engine.memory_budget.MemoryBudget`'s ``cluster_limit``).
 
     Raises
     ------
@@ -48,12 +49,12 @@ def start_client(workers: int | None, scheduler: str | None, memory_limit: int |
             return Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
         except (OSError, TimeoutError) as exc:
             raise InputError(
-                f"--scheduler {scheduler}: no dask scheduler answered within "
+                f"{scheduler}: no dask scheduler answered within "
                 f"{CONNECT_TIMEOUT_S} s ({type(exc).__name__}). Start one (`dask scheduler`) "
                 "and its workers, or check the address (e.g. tcp://host:8786)."
             ) from None
     if workers is None or workers < 1:
-        raise InputError(f"--workers must be at least 1, got {workers}")
+        raise InputError(f"a local cluster needs at least 1 worker, got {workers}")
     import dask.config
 
     # Blocks are planned to fit each worker's share: dask's own spilling and pausing at

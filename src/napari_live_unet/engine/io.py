@@ -55,14 +55,6 @@ def list_tiffs(folder: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-def smallest_label_dtype(max_label: int) -> np.dtype:
-    """The smallest unsigned integer type that holds ``max_label``."""
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if max_label <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    return np.dtype(np.uint64)
-
-
 def write_tiff_atomic(path: str | os.PathLike, data: np.ndarray) -> None:
     """Write ``data`` to ``path`` so that the file is either complete or absent."""
     with atomic_path(path) as tmp:

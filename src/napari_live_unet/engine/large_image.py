@@ -1,7 +1,7 @@
 """Segment one stored image frame by frame and block by block under a memory limit.
 
-:func:`segment_stored` ties the pieces together for one image: it splits the memory limit
-(:class:`~napari_live_unet.engine.block_plan.MemoryShare`), sizes the blocks to whole
+:func:`segment_stored` ties the pieces together for one image: it takes a memory budget
+(:class:`~napari_live_unet.engine.memory_budget.MemoryBudget`), sizes the blocks to whole
 output chunks (:func:`~napari_live_unet.engine.block_plan.plan_core`), and for each frame
 surveys the fit, labels every block (in this process or on a cluster), merges the pieces
 across block faces and writes the final ids. Nothing here holds a whole frame.
@@ -16,9 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
-
-from .block_plan import FrameLayout, MemoryShare, plan_core
+from .block_plan import FrameLayout, plan_core
 from .block_predict import (
     BlockJob,
     FrameFit,
@@ -29,8 +27,9 @@ from .block_predict import (
     survey_frame,
 )
 from .blockwise import BlockLabels
-from .errors import InputError
+from .errors import MemoryLimitError
 from .image_adapter import AUTO_FIT, AdaptOptions
+from .memory_budget import MemoryBudget
 from .memory_estimate import format_bytes
 from .model import SegmentationModel
 
@@ -83,7 +82,7 @@ def plan_image(
     model: SegmentationModel,
     shape: tuple[int, ...],
     layout: FrameLayout,
-    memory: MemoryShare,
+    memory: MemoryBudget,
     out_chunks: tuple[int, ...],
     *,
     read_chunks: tuple[int, ...] | None = None,
@@ -106,8 +105,10 @@ def plan_image(
     Raises
     ------
     InputError
-        If the image does not fit the model's dimensions, or one output or input chunk with
-        its margins does not fit the memory limit's share for a block.
+        If the image does not fit the model's dimensions.
+    MemoryLimitError
+        If one output or input chunk with its margins does not fit the budget's share for a
+        block.
     """
     options = dataclasses.replace(adapt, voxel_size=voxel_size or adapt.voxel_size)
     model.voxel_zoom(options.voxel_size)  # refuses a wrong number of axes
@@ -129,7 +130,7 @@ def plan_image(
                 itemsize=itemsize,
             )
             break
-        except InputError:
+        except MemoryLimitError as exc:
             if not fit_chunks:
                 raise
             if max(chunks) <= SMALLEST_CHUNK:
@@ -137,10 +138,12 @@ def plan_image(
                     spatial, chunks, reach, memory, layout.n_channels(shape), itemsize
                 ):
                     raise  # small blocks would fit but the input's storage chunks do not
-                raise InputError(
+                raise MemoryLimitError(
+                    exc.need,
+                    memory.per_block,
                     f"{name}: even its smallest blocks ({' x '.join(map(str, chunks))} pixels "
                     "with the margins the model needs) do not fit what the memory limit "
-                    f"leaves a block ({format_bytes(memory.per_block)}). Raise --memory-limit."
+                    f"leaves a block ({format_bytes(memory.per_block)}).",
                 ) from None
             chunks = tuple(max(min(c, SMALLEST_CHUNK), c // 2) for c in chunks)
     job = dataclasses.replace(
@@ -153,11 +156,11 @@ def plan_image(
     return ImagePlan(job, list(layout.frames(shape)), options, chunks)
 
 
-def _fits(spatial, chunks, reach, memory: MemoryShare, channels: int, itemsize: int) -> bool:
+def _fits(spatial, chunks, reach, memory: MemoryBudget, channels: int, itemsize: int) -> bool:
     """Whether blocks of ``chunks`` would fit if the input were stored in such chunks."""
     try:
         plan_core(spatial, chunks, reach, memory.per_block, channels, itemsize=itemsize)
-    except InputError:
+    except MemoryLimitError:
         return False
     return True
 
@@ -237,8 +240,3 @@ def labels_axes(layout: FrameLayout) -> str:
     letters = [layout.axes[a] for a in layout.frame_axes]
     spatial = "zyx"[3 - len(layout.spatial_axes) :]
     return "".join(letters) + spatial
-
-
-def label_dtype() -> np.dtype:
-    """Labels are written as uint32 (counts are known only at the end)."""
-    return np.dtype(np.uint32)

@@ -31,6 +31,8 @@ from ome_zarr.writer import add_metadata, get_metadata, write_multiscales_metada
 
 from .atomic_write import TMP_SUFFIX, remove_stale_temporaries
 from .errors import InputError
+from .label_dtype import UNKNOWN_COUNT_DTYPE
+from .memory_budget import PYRAMID_BYTES
 
 PYRAMID_MAX_SIDE = 512
 _NGFF_AXES = "tczyx"
@@ -91,7 +93,7 @@ class OmeZarrLabelsWriter:
         shape: tuple[int, ...],
         axes: str,
         chunks: tuple[int, ...],
-        dtype: Any = np.uint32,
+        dtype: Any = UNKNOWN_COUNT_DTYPE,
         voxel_size: tuple[float, ...] | None = None,
         overwrite: bool = False,
     ) -> None:
@@ -143,7 +145,7 @@ class OmeZarrLabelsWriter:
         if exc_type is not None:
             self.abort()
 
-    def finish(self, max_bytes: int = 256 * 2**20) -> Path:
+    def finish(self, max_bytes: int = PYRAMID_BYTES) -> Path:
         """Build the pyramid, write the metadata and move the labels into place.
 
         Levels 1, 2, ... take every second pixel of the previous level along y and x (never

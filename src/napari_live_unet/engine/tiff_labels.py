@@ -21,7 +21,8 @@ import tifffile
 import zarr
 
 from .atomic_write import TMP_SUFFIX, atomic_path
-from .io import smallest_label_dtype
+from .label_dtype import UNKNOWN_COUNT_DTYPE, label_dtype
+from .memory_budget import PYRAMID_BYTES
 
 TIFF_TILE = 256
 """Tile edge of the TIFF written (tiled TIFFs can be read lazily block by block)."""
@@ -37,7 +38,9 @@ class TiffLabelsWriter:
     shape, chunks : tuple of int
         Shape of the labels (frame axes, then spatial) and the chunks blocks write.
     dtype : numpy dtype
-        Type of the temporary array (uint32); the TIFF gets the smallest that fits.
+        Type of the temporary array (default
+        :data:`~napari_live_unet.engine.label_dtype.UNKNOWN_COUNT_DTYPE`); the TIFF gets
+        :func:`~napari_live_unet.engine.label_dtype.label_dtype` of the final count.
 
     Attributes
     ----------
@@ -60,7 +63,7 @@ class TiffLabelsWriter:
             str(self.level0_path),
             shape=shape,
             chunks=chunks,
-            dtype=np.dtype(dtype or np.uint32),
+            dtype=np.dtype(dtype or UNKNOWN_COUNT_DTYPE),
             fill_value=0,
         )
 
@@ -76,14 +79,14 @@ class TiffLabelsWriter:
         if exc_type is not None:
             self.abort()
 
-    def finish(self, max_label: int, max_bytes: int = 256 * 2**20) -> Path:
+    def finish(self, max_label: int, max_bytes: int = PYRAMID_BYTES) -> Path:
         """Write the TIFF (tiled, zlib) and remove the temporary array.
 
         ``max_label`` chooses the TIFF's integer type; bands of ``max_bytes`` at most are
         read at a time (at least one tile row).
         """
         array = self.array
-        dtype = smallest_label_dtype(int(max_label))
+        dtype = label_dtype(int(max_label))
         try:
             with atomic_path(self.path) as tmp:
                 tifffile.imwrite(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import memory_budget
 from .errors import InputError
 from .memory_estimate import available_memory_bytes
 from .sizes import per_axis
@@ -30,10 +31,6 @@ SizeMultiple = int | Sequence[int]
 BYTES_PER_VOXEL_PER_CHANNEL = 26
 BYTES_PER_VOXEL = 64
 _UNKNOWN_NETWORK_BYTES_PER_VOXEL = 512
-# Tiles (and batches of tiles) are kept under this share of the free memory and this cap:
-# on a CPU, larger tiles gain nothing once overlap is a small fraction of them.
-CPU_BUDGET_BYTES = 2**30
-CUDA_BUDGET_BYTES = 4 * 2**30
 
 
 def tile_starts(size: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
@@ -172,11 +169,11 @@ def tile_budget_voxels(network: torch.nn.Module, device: torch.device) -> int:
     """Tile voxels one forward pass may hold: a share of the free memory, capped.
 
     A quarter of the available memory on a CPU (half on CUDA), at most
-    ``CPU_BUDGET_BYTES`` (``CUDA_BUDGET_BYTES``), divided by
-    :func:`activation_bytes_per_voxel`.
+    :data:`~.memory_budget.CPU_TILE_BYTES` (:data:`~.memory_budget.CUDA_TILE_BYTES`),
+    divided by :func:`activation_bytes_per_voxel`.
     """
     cuda = device.type == "cuda"
-    cap = CUDA_BUDGET_BYTES if cuda else CPU_BUDGET_BYTES
+    cap = memory_budget.CUDA_TILE_BYTES if cuda else memory_budget.CPU_TILE_BYTES
     free = available_memory_bytes(device)
     budget = cap if free is None else min(cap, free // (2 if cuda else 4))
     return max(1, budget // activation_bytes_per_voxel(network))

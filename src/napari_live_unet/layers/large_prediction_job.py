@@ -3,14 +3,13 @@
 A frame predicted whole holds the image, its network outputs (4 bytes per pixel), the
 post-processing maps and the labels at once: about
 :data:`~napari_live_unet.engine.block_plan.BYTES_PER_BLOCK_PIXEL` bytes per pixel. When
-that is more than the memory a prediction may take in the viewer
-(:func:`~napari_live_unet.layers.prediction_result.memory_cap`, shared out as the CLI's
-``--memory-limit`` is: :func:`gui_memory_share`), the layer is predicted as the CLI
-predicts stored images (:func:`~napari_live_unet.engine.large_image.segment_stored`): block
-by block from the layer's lazy level-0 array, into uint32 labels in a zarr array in a
-temporary directory (:class:`~.stored_labels.StoredLabels`), which the predictions layer
-then shows lazily. Such a result keeps no network outputs: changing thresholds means
-predicting again.
+that is more than the memory budget of a prediction in the viewer (:func:`viewer_budget`:
+:func:`~napari_live_unet.layers.prediction_result.memory_cap` shared out as the CLI shares
+its limit), the layer is predicted as the CLI predicts stored images
+(:func:`~napari_live_unet.engine.large_image.segment_stored`): block by block from the
+layer's lazy level-0 array, into uint32 labels in a zarr array in a temporary directory
+(:class:`~.stored_labels.StoredLabels`), which the predictions layer then shows lazily.
+Such a result keeps no network outputs: changing thresholds means predicting again.
 
 No Qt here, and no layer is touched by the job; :func:`start_prediction` picks the whole or
 the block path for the predict widget.
@@ -27,19 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.block_plan import (
-    BLOCKS_IN_FLIGHT,
-    BYTES_PER_BLOCK_PIXEL,
-    MIN_NETWORK_BYTES,
-    FrameLayout,
-    MemoryShare,
-    block_bytes,
-    default_chunks,
-)
+from ..engine.block_plan import FrameLayout, default_chunks
 from ..engine.config import PostprocessConfig
-from ..engine.errors import InputError
+from ..engine.errors import InputError, MemoryLimitError
 from ..engine.image_adapter import AdaptOptions
 from ..engine.large_image import FrameDone, ImagePlan, plan_image, segment_stored
+from ..engine.memory_budget import MemoryBudget
 from ..engine.memory_estimate import format_bytes
 from ..engine.model import SegmentationModel
 from . import prediction_result
@@ -53,10 +45,6 @@ from .prediction_job import (
 )
 from .stored_labels import BlockPredictionResult, StoredLabels
 
-SMALLEST_CAP = MIN_NETWORK_BYTES + BLOCKS_IN_FLIGHT * 256 * 256 * BYTES_PER_BLOCK_PIXEL
-"""The least memory a block prediction is planned with (one forward pass, two small
-blocks), however little is free."""
-
 Job = Callable[[threading.Event], Iterator[Any]]
 
 
@@ -69,10 +57,22 @@ class FrameWritten:
     count: int
 
 
-def gui_memory_share(cap: int) -> MemoryShare:
-    """``cap`` shared out as the CLI shares ``--memory-limit``, with nothing set aside for
-    the process itself: the cap is already a share of the free memory."""
-    return MemoryShare.split(max(int(cap), SMALLEST_CAP), baseline=0)
+def viewer_budget() -> MemoryBudget:
+    """The memory budget of a new prediction in the viewer, built once per prediction:
+    :func:`~napari_live_unet.layers.prediction_result.memory_cap` (a share of the memory
+    free now) as :meth:`~napari_live_unet.engine.memory_budget.MemoryBudget.for_viewer`
+    shares it out."""
+    return MemoryBudget.for_viewer(prediction_result.memory_cap())
+
+
+def memory_message(exc: InputError, name: str, cap: int) -> str:
+    """Why a layer cannot be predicted within ``cap`` bytes, in the viewer's words: what
+    the viewer can do about a :class:`MemoryLimitError` is free some memory."""
+    reason = exc.with_remedy("free some memory") if isinstance(exc, MemoryLimitError) else exc
+    return (
+        f"'{name}' is too large to predict whole in the memory a prediction may take now "
+        f"({format_bytes(cap)}), and cannot be cut into blocks that fit: {reason}"
+    )
 
 
 def frame_layout(plan: FramePlan, ndim: int, name: str = "image") -> FrameLayout:
@@ -107,34 +107,34 @@ def plan_blocks(
     data: Any,
     plan: FramePlan,
     adapt: AdaptOptions,
-    cap: int,
+    budget: MemoryBudget,
     name: str = "image",
 ) -> tuple[ImagePlan, tuple[int, ...]] | None:
     """The block plan of a layer's data whose frames are too large to predict whole under
-    ``cap`` bytes, and the spatial chunks of its labels; None when each frame fits whole.
+    ``budget`` (:func:`viewer_budget`), and the spatial chunks of its labels; None when
+    each frame fits whole.
 
-    A frame goes block by block when its working memory predicted whole
-    (:func:`~napari_live_unet.engine.block_plan.block_bytes` of the frame) is more than
-    the :data:`BLOCKS_IN_FLIGHT` blocks that :func:`gui_memory_share` leaves beside the
-    network, the CLI's rule. Output chunks start at the CLI's default and are halved
-    until a block with its margins fits (``plan_image(fit_chunks=True)``).
+    A frame goes block by block when it does not fit whole
+    (:meth:`~napari_live_unet.engine.memory_budget.MemoryBudget.fits_whole`), the CLI's
+    rule. Output chunks start at the CLI's default and are halved until a block with its
+    margins fits (``plan_image(fit_chunks=True)``).
 
     Raises
     ------
     InputError
-        When the layer's storage chunks are too large to read block by block.
+        When the layer's storage chunks are too large to read block by block (worded for
+        the viewer: :func:`memory_message`).
     """
-    memory = gui_memory_share(cap)
     layout = frame_layout(plan, model.config.ndim, name)
     shape = tuple(int(s) for s in data.shape)
-    if block_bytes(plan.spatial, layout.n_channels(shape)) <= BLOCKS_IN_FLIGHT * memory.per_block:
+    if budget.fits_whole(plan.spatial, layout.n_channels(shape)):
         return None
     try:
         image_plan = plan_image(
             model,
             shape,
             layout,
-            memory,
+            budget,
             default_chunks(plan.spatial),
             read_chunks=storage_chunks(data, layout),
             itemsize=np.dtype(data.dtype).itemsize,
@@ -144,13 +144,7 @@ def plan_blocks(
             fit_chunks=True,
         )
     except InputError as exc:
-        raise InputError(
-            f"'{name}' is too large to predict whole in the memory a prediction may "
-            f"take now ({format_bytes(cap)}), and cannot be cut into blocks that fit: "
-            + str(exc)
-            .replace("raise --memory-limit", "free some memory")
-            .replace("Raise --memory-limit", "Free some memory")
-        ) from exc
+        raise InputError(memory_message(exc, name, budget.result_bytes)) from exc
     chunks = tuple(min(c, s) for c, s in zip(image_plan.chunks, plan.spatial, strict=True))
     return image_plan, chunks
 
@@ -260,10 +254,12 @@ def start_prediction(
     adapt: AdaptOptions,
     name: str,
     device: str | None,
+    budget: MemoryBudget | None = None,
 ) -> tuple[PredictionResult, Job]:
-    """The empty result and the job that fills it, for predicting a layer's ``data``.
+    """The empty result and the job that fills it, for predicting a layer's ``data``
+    within ``budget`` (default: :func:`viewer_budget`).
 
-    Frames that fit the memory cap (:func:`plan_blocks`) are predicted whole
+    Frames that fit the budget (:func:`plan_blocks`) are predicted whole
     (:func:`~.prediction_job.prediction_job`: outputs kept for live thresholds); larger
     ones block by block (:func:`block_prediction_job`, with ``params`` as the model's
     thresholds).
@@ -277,8 +273,8 @@ def start_prediction(
     zoom = model.image_zoom(adapt.diameter, voxel)
     sampling = voxel or model.config.voxel_size
     tuned = dataclasses.replace(model, postprocess=params)
-    cap = prediction_result.memory_cap()
-    blocks = plan_blocks(tuned, data, plan, adapt, cap, name)
+    budget = viewer_budget() if budget is None else budget
+    blocks = plan_blocks(tuned, data, plan, adapt, budget, name)
     if blocks is not None:
         image_plan, chunks = blocks
         result = new_block_result(name, plan, image_plan, chunks, tuned, params, zoom, sampling)
@@ -288,7 +284,7 @@ def start_prediction(
             tuned, data, plan, image_plan, store, stop, device, name
         )
     # Outputs beyond a share of the free memory spill to disk (in the worker).
-    result = new_result(name, plan, model, params, zoom, sampling, cap)
+    result = new_result(name, plan, model, params, zoom, sampling, budget.result_bytes)
     outputs, cache_bytes = result.outputs, result.cache_bytes
     return result, lambda stop: prediction_job(
         model, data, plan, params, stop, device, adapt, outputs, cache_bytes

@@ -1,7 +1,8 @@
 """What a prediction keeps for re-thresholding, under a memory cap: the network outputs of
 every frame (a :class:`~napari_live_unet.engine.output_cache.FrameOutputCache`, spilling to
 disk beyond its budget), the instance labels (one array for napari, in the smallest integer
-type that holds them) and post-processing caches while they fit.
+type that holds them, at least uint16: :func:`~napari_live_unet.engine.label_dtype.label_dtype`)
+and post-processing caches while they fit.
 
 No Qt here, and no layer is touched: the predict widget hands these to napari.
 """
@@ -17,6 +18,8 @@ import torch
 
 from ..engine.config import PostprocessConfig
 from ..engine.image_adapter import scale_postprocess
+from ..engine.label_dtype import label_dtype
+from ..engine.memory_budget import UNKNOWN_VIEWER_CAP, VIEWER_SHARE, viewer_memory_cap
 from ..engine.memory_estimate import available_memory_bytes
 from ..engine.output_cache import FrameOutputCache
 from ..engine.postprocess import instances_from_outputs
@@ -25,39 +28,20 @@ if TYPE_CHECKING:
     from ..engine.model import SegmentationModel
     from .prediction_job import FramePlan
 
-MEMORY_FRACTION = 0.25
-"""Share of the free memory (when prediction starts) a prediction result may keep: half for
-network outputs held in memory (the rest spill to disk), half for post-processing caches."""
-
-FALLBACK_MEMORY_CAP = 2 * 2**30
-"""The cap when free memory cannot be told."""
-
 CACHE_BYTES_PER_PIXEL = 10
 """Bytes a frame's post-processing cache holds per pixel (intermediate maps)."""
 
 
-def memory_cap(fraction: float = MEMORY_FRACTION) -> int:
-    """Bytes a new prediction result may keep in memory: ``fraction`` of the free memory.
+def memory_cap(fraction: float = VIEWER_SHARE) -> int:
+    """Bytes a new prediction in the viewer may take: ``fraction`` of the free memory.
 
     Returns
     -------
     int
-        ``fraction`` of :func:`~napari_live_unet.engine.memory_estimate.available_memory_bytes`
-        on the CPU, or :data:`FALLBACK_MEMORY_CAP` when that cannot be told.
+        :func:`~napari_live_unet.engine.memory_budget.viewer_memory_cap` of
+        :func:`~napari_live_unet.engine.memory_estimate.available_memory_bytes` on the CPU.
     """
-    free = available_memory_bytes(torch.device("cpu"))
-    return FALLBACK_MEMORY_CAP if free is None else int(free * fraction)
-
-
-def labels_dtype(count: int) -> np.dtype:
-    """The integer type for labels up to ``count``: uint16, else int32, else int64.
-
-    Not uint8: the predictions layer is corrected by hand, and 255 ids run out fast.
-    """
-    for dtype in (np.uint16, np.int32):
-        if count <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    return np.dtype(np.int64)
+    return viewer_memory_cap(available_memory_bytes(torch.device("cpu")), fraction)
 
 
 class LabelStack:
@@ -71,8 +55,8 @@ class LabelStack:
     Notes
     -----
     Frames are numbered independently (1..n in each), so the largest id is the largest of
-    the frames' counts; the array starts as uint16 and becomes int32 only if a frame needs
-    it (one copy).
+    the frames' counts; the array starts as uint16 and becomes uint32 only if a frame
+    needs it (one copy).
     """
 
     def __init__(self, plan: FramePlan) -> None:
@@ -84,7 +68,8 @@ class LabelStack:
         """Store frame ``position``'s labels (in frame order: see ``plan.frames()``)."""
         count = int(labels.max(initial=0))
         self.counts[int(position)] = count
-        dtype = labels_dtype(max(self.counts.values()))
+        # Not uint8: the layer is corrected by hand, and 255 ids run out fast.
+        dtype = label_dtype(max(self.counts.values()), at_least=np.uint16)
         if self.array is None:
             self.array = np.zeros(self.plan.labels_shape, dtype)
         elif self.array.dtype != dtype:
@@ -127,7 +112,7 @@ class PredictionResult:
     mode: str
     params: PostprocessConfig
     outputs: FrameOutputCache = field(
-        default_factory=lambda: FrameOutputCache(FALLBACK_MEMORY_CAP // 2)
+        default_factory=lambda: FrameOutputCache(UNKNOWN_VIEWER_CAP // 2)
     )
     caches: list[dict | None] = field(default_factory=list)
     # The zoom the image got before the network, one or per axis (thresholds scale by it).
@@ -136,7 +121,7 @@ class PredictionResult:
     ndim: int = 2
     adaptations: list[str] = field(default_factory=list)  # distinct descriptions, in order
     model: SegmentationModel | None = None
-    cache_bytes: int = FALLBACK_MEMORY_CAP // 2
+    cache_bytes: int = UNKNOWN_VIEWER_CAP // 2
     labels: LabelStack = field(init=False)
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine import temp_store
-from ..engine.large_image import label_dtype
+from ..engine.label_dtype import label_dtype
 from .prediction_result import PredictionResult
 
 OUTPUTS_NOT_KEPT = (
