@@ -31,7 +31,6 @@ from ..engine import (
     train,
 )
 from ..engine.atomic_write import remove_stale_temporaries
-from ..engine.config import recommended_settings
 from ..engine.data import check_labels
 from ..engine.distributed import DistributedContext, process_group
 from ..engine.errors import InputError
@@ -41,6 +40,7 @@ from ..engine.memory_estimate import check_training_memory
 from ..engine.metrics import dataset_counts, format_counts
 from ..engine.model import SegmentationModel
 from ..engine.output_checks import check_not_an_input, check_writable
+from ..engine.presets import recommended_settings
 from ..engine.run_record import RunRecorder, recorded, start_entry
 from ..engine.training_images import folder_images, training_pairs
 from ..engine.training_run import StopReason

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
         NormalizationConfig,
         PostprocessConfig,
         TrainConfig,
-        recommended_settings,
     )
     from .data import TrainingPair, load_folder_pairs, make_pair, split_validation
     from .device import available_devices, resolve_device
@@ -58,6 +57,7 @@ if TYPE_CHECKING:
     from .model import SegmentationModel
     from .model_file import load_model, save_model
     from .postprocess import instances_from_outputs
+    from .presets import recommended_settings
     from .regions import Region, pairs_from_regions
     from .train import run_training, train
 
@@ -83,7 +83,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "NormalizationConfig",
         "PostprocessConfig",
         "TrainConfig",
-        "recommended_settings",
     ),
     "data": ("TrainingPair", "load_folder_pairs", "make_pair", "split_validation"),
     "device": ("available_devices", "resolve_device"),
@@ -105,6 +104,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "model": ("SegmentationModel",),
     "model_file": ("load_model", "save_model"),
     "postprocess": ("instances_from_outputs",),
+    "presets": ("recommended_settings",),
     "regions": ("Region", "pairs_from_regions"),
     "train": ("run_training", "train"),
 }

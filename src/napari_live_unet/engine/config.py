@@ -1,26 +1,40 @@
-"""Configuration dataclasses shared by training, prediction and model files."""
+"""Configuration dataclasses shared by training, prediction and model files.
+
+Each is a frozen value that checks every field when it is made, by a caller or from a
+model file or run record (a ValueError names the field, its value and what is allowed); a
+changed copy is made with :func:`dataclasses.replace`. ``to_dict`` and ``from_dict`` are
+derived from the fields (see :mod:`.config_fields`). Device presets for model size, patch
+and batch are in :mod:`.presets`.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+
+from .config_fields import (
+    ConfigValue,
+    check_fields,
+    choice,
+    flag,
+    instance_of,
+    integer,
+    number_pair,
+    real,
+)
 
 Mode = Literal["boundary", "distance"]
 Norm = Literal["batch", "group", "instance", "none"]
 MODES: tuple[str, ...] = ("boundary", "distance")
+NORMS: tuple[str, ...] = ("batch", "group", "instance", "none")
+_VALIDATIONS = ("images", "regions")
+_SELECT_BY = ("loss", "ap")
+_RECIPES = ("auto", "few-shot", "standard")
 
 
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-    return cls(**data)
-
-
-@dataclass
-class ModelConfig:
+@dataclass(frozen=True)
+class ModelConfig(ConfigValue):
     """Architecture of the U-net and the meaning of its outputs.
 
     Parameters
@@ -63,24 +77,22 @@ class ModelConfig:
     kernels: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.ndim not in (2, 3):
-            raise ValueError(f"ndim must be 2 or 3, got {self.ndim}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.norm not in ("batch", "group", "instance", "none"):
-            raise ValueError(f"unknown norm {self.norm!r}")
-        for name, value, top in (
-            ("depth", self.depth, 8),
-            ("base_channels", self.base_channels, 512),
-            ("in_channels", self.in_channels, 64),
-        ):
-            # Bounded so a crafted or damaged file cannot make a network that fills memory.
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
-                raise ValueError(f"{name} must be an integer from 1 to {top}, got {value!r}")
-        if self.voxel_size is not None:
-            self.voxel_size = check_voxel_size(self.voxel_size, self.ndim)
-        self.pooling = _per_level("pooling", self.pooling, self.depth, self.ndim, (1, 2))
-        self.kernels = _per_level("kernels", self.kernels, self.depth + 1, self.ndim, (1, 3))
+        # Sizes bounded so a crafted or damaged file cannot make a network that fills memory.
+        # In this order: the last three read ndim and depth, checked before them.
+        check_fields(
+            self,
+            {
+                "ndim": _spatial_dims,
+                "mode": choice(MODES),
+                "norm": choice(NORMS),
+                "depth": integer(1, 8),
+                "base_channels": integer(1, 512),
+                "in_channels": integer(1, 64),
+                "voxel_size": lambda _, v: None if v is None else check_voxel_size(v, self.ndim),
+                "pooling": lambda name, v: _per_level(name, v, self.depth, self.ndim, (1, 2)),
+                "kernels": lambda name, v: _per_level(name, v, self.depth + 1, self.ndim, (1, 3)),
+            },
+        )
 
     @property
     def out_channels(self) -> int:
@@ -109,20 +121,11 @@ class ModelConfig:
         """The largest of :attr:`size_multiples` (``2 ** depth`` for isotropic networks)."""
         return max(self.size_multiples)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for key in ("voxel_size", "pooling", "kernels"):
-            value = getattr(self, key)
-            d[key] = None if value is None else _as_lists(value)
-        return d
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        return _from_dict(cls, data)
-
-
-def _as_lists(value: Any) -> Any:
-    return [_as_lists(v) for v in value] if isinstance(value, tuple | list) else value
+def _spatial_dims(name: str, value: Any) -> int:
+    if isinstance(value, bool) or value not in (2, 3):
+        raise ValueError(f"{name} must be 2 or 3, got {value!r}")
+    return int(value)
 
 
 def check_voxel_size(voxel_size: Any, ndim: int) -> tuple[float, ...]:
@@ -211,8 +214,8 @@ def anisotropic_layout(
     return tuple(pooling), tuple(kernels)
 
 
-@dataclass
-class PostprocessConfig:
+@dataclass(frozen=True)
+class PostprocessConfig(ConfigValue):
     """Thresholds that turn network outputs into instance labels.
 
     Parameters
@@ -239,31 +242,39 @@ class PostprocessConfig:
     seed_prominence: float = 0.05
     smoothing: float = 1.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def __post_init__(self) -> None:
+        # Outputs are probabilities and a normalised distance: thresholds lie in [0, 1].
+        check_fields(
+            self,
+            {
+                "fg_threshold": real(0, 1),
+                "seed_threshold": real(0, 1),
+                "min_size": integer(0),
+                "seed_prominence": real(0, 1),
+                "smoothing": real(0),
+            },
+        )
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PostprocessConfig:
-        return _from_dict(cls, data)
 
-
-@dataclass
-class NormalizationConfig:
-    """Percentile normalisation applied per image and channel."""
+@dataclass(frozen=True)
+class NormalizationConfig(ConfigValue):
+    """Percentile normalisation applied per image and channel: ``low_percentile`` maps to 0
+    and ``high_percentile`` to 1 (percentiles from 0 to 100, the low one below the high)."""
 
     low_percentile: float = 1.0
     high_percentile: float = 99.8
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def __post_init__(self) -> None:
+        check_fields(self, {"low_percentile": real(0, 100), "high_percentile": real(0, 100)})
+        if self.low_percentile >= self.high_percentile:
+            raise ValueError(
+                f"low_percentile must be below high_percentile, got {self.low_percentile!r} "
+                f"and {self.high_percentile!r}"
+            )
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NormalizationConfig:
-        return _from_dict(cls, data)
 
-
-@dataclass
-class AugmentConfig:
+@dataclass(frozen=True)
+class AugmentConfig(ConfigValue):
     """Which augmentations are applied to training patches.
 
     ``colour`` mixes the channels of a multi-channel patch with a random matrix whose
@@ -282,21 +293,25 @@ class AugmentConfig:
     colour: float = 0.0
     blur: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["scale_range"] = list(self.scale_range)
-        return d
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            {
+                "flips": flag,
+                "rot90": flag,
+                "rotate_scale": flag,
+                "max_rotation_deg": real(0, 180),
+                "scale_range": number_pair(0, low_open=True),
+                "intensity": flag,
+                "noise_std": real(0),
+                "colour": real(0, 1),
+                "blur": real(0, 1),
+            },
+        )
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AugmentConfig:
-        data = dict(data)
-        if "scale_range" in data:
-            data["scale_range"] = tuple(data["scale_range"])
-        return _from_dict(cls, data)
 
-
-@dataclass
-class TrainConfig:
+@dataclass(frozen=True)
+class TrainConfig(ConfigValue):
     """Everything the training loop needs besides data and model architecture.
 
     ``epochs`` and ``time_budget`` may both be set: training ends at whichever comes first.
@@ -318,6 +333,10 @@ class TrainConfig:
     or ``ap``. ``freeze_norm`` keeps a starting model's batch-norm statistics. ``recipe``
     ``auto`` switches these to the few-shot recipe for small data, ``few-shot`` always,
     ``standard`` never (see :func:`~napari_live_unet.engine.recipe.choose_recipe`).
+
+    ``patch_size`` is the wanted patch edge in y/x, ``patch_size_z`` in z (volumes only);
+    :meth:`wanted_patch_shape` gives them per axis. They stay two fields because run
+    records and model files store them so, and the CLI and the dock set them so.
     """
 
     epochs: int | None = 100
@@ -346,36 +365,48 @@ class TrainConfig:
     recipe: str = "auto"
 
     def __post_init__(self) -> None:
+        check_fields(
+            self,
+            {
+                "epochs": integer(1, optional=True),
+                "time_budget": real(0, low_open=True, optional=True),
+                "steps_per_epoch": integer(1),
+                "batch_size": integer(1),
+                "patch_size": integer(8),
+                "patch_size_z": integer(1),
+                "learning_rate": real(0, low_open=True, optional=True),
+                "weight_decay": real(0),
+                "warmup_fraction": real(0, 1, high_open=True, optional=True),
+                "val_fraction": real(0, 1, high_open=True),
+                "val_ap_every": integer(0),  # 0: never during training
+                "early_stopping_patience": integer(0, optional=True),
+                "seed": integer(0, optional=True),
+                "mixed_precision": flag,
+                "compile": flag,
+                "foreground_sampling": real(0, 1),
+                "tune_thresholds": flag,
+                "val_ap_max_pixels": integer(1),
+                "tune_max_pixels": integer(1),
+                "augment": instance_of(AugmentConfig),
+                "validation": choice(_VALIDATIONS),
+                "select_by": choice(_SELECT_BY),
+                "freeze_norm": flag,
+                "recipe": choice(_RECIPES),
+            },
+        )
         if self.epochs is None and self.time_budget is None:
             raise ValueError("set epochs, time_budget, or both")
-        if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if self.time_budget is not None and not 0 < self.time_budget < math.inf:
-            raise ValueError(
-                f"time_budget must be a positive number of seconds, got {self.time_budget}"
-            )
-        if self.batch_size < 1 or self.patch_size < 8 or self.steps_per_epoch < 1:
-            raise ValueError("batch_size, steps_per_epoch must be >= 1 and patch_size >= 8")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.learning_rate is not None and not 0 < self.learning_rate < float("inf"):
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
-            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-        if self.seed is not None and self.seed < 0:
-            raise ValueError(f"seed must be 0 or more, got {self.seed}")
-        if self.early_stopping_patience is not None and self.early_stopping_patience < 0:
-            raise ValueError(f"patience must be 0 or more, got {self.early_stopping_patience}")
-        if not 0 <= self.weight_decay < math.inf:
-            raise ValueError(f"weight_decay must be 0 or more, got {self.weight_decay}")
-        if self.validation not in ("images", "regions"):
-            raise ValueError(f"validation must be 'images' or 'regions', got {self.validation!r}")
-        if self.recipe not in ("auto", "few-shot", "standard"):
-            raise ValueError(
-                f"recipe must be 'auto', 'few-shot' or 'standard', got {self.recipe!r}"
-            )
-        if self.select_by not in ("loss", "ap"):
-            raise ValueError(f"select_by must be 'loss' or 'ap', got {self.select_by!r}")
+
+    def wanted_patch_shape(self, ndim: int) -> tuple[int, ...]:
+        """The wanted training patch per spatial axis, ``(y, x)`` or ``(z, y, x)``.
+
+        Training caps it further by the images' size and rounds it to the network's size
+        multiples (see :func:`~napari_live_unet.engine.sizes.training_patch_shape`).
+        """
+        if ndim not in (2, 3):
+            raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
+        edge = (self.patch_size, self.patch_size)
+        return edge if ndim == 2 else (self.patch_size_z, *edge)
 
     def resolved(self, *, fine_tuning: bool) -> TrainConfig:
         """A copy with automatic settings (None) filled in for scratch or fine-tuning runs."""
@@ -385,50 +416,3 @@ class TrainConfig:
             learning_rate=lr if self.learning_rate is None else self.learning_rate,
             warmup_fraction=warmup if self.warmup_fraction is None else self.warmup_fraction,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["augment"] = self.augment.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        data = dict(data)
-        if "augment" in data:
-            data["augment"] = AugmentConfig.from_dict(data["augment"])
-        return _from_dict(cls, data)
-
-
-def recommended_settings(device_type: str, ndim: int = 2) -> dict[str, int]:
-    """Model size, patch and batch that suit a device type (``cpu``, ``cuda`` or ``mps``).
-
-    On a CPU every step counts (a 300 s budget sees only ~25k patches on two cores), so a
-    narrow net that trains fast wins; a GPU affords a wider, deeper net and larger batches.
-    In 3D a patch holds a stack of slices, so its y/x edge is halved and batches are
-    smaller: 16x64x64 patches in batches of 4 keep a CPU at many steps per second. Patches
-    are further capped by the images' own size (see
-    :func:`~napari_live_unet.engine.sizes.training_patch_shape`).
-    """
-    kind = "cpu" if device_type == "cpu" else "gpu"
-    return dict(_RECOMMENDED[(kind, 3 if ndim == 3 else 2)])
-
-
-# (device kind, ndim) -> settings; see recommended_settings.
-_RECOMMENDED: dict[tuple[str, int], dict[str, int]] = {
-    ("cpu", 2): {"base_channels": 8, "depth": 3, "patch_size": 128, "batch_size": 8},
-    ("cpu", 3): {
-        "base_channels": 8,
-        "depth": 3,
-        "patch_size": 64,
-        "patch_size_z": 16,
-        "batch_size": 4,
-    },
-    ("gpu", 2): {"base_channels": 32, "depth": 4, "patch_size": 256, "batch_size": 32},
-    ("gpu", 3): {
-        "base_channels": 32,
-        "depth": 4,
-        "patch_size": 128,
-        "patch_size_z": 32,
-        "batch_size": 4,
-    },
-}

@@ -10,14 +10,15 @@ the network was trained on. Outputs are mapped back to the input's shape.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal, cast
+from dataclasses import dataclass, field, replace
+from typing import Literal, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .config import PostprocessConfig, check_voxel_size
+from .config_fields import ConfigValue, check_fields, choice, integer, number_pair, real
 from .errors import InputError
 
 Polarity = Literal["bright", "dark"]
@@ -30,8 +31,8 @@ _LUMA = np.array([0.2125, 0.7154, 0.0721], np.float32)
 _ZOOM_TOLERANCE = 0.2
 
 
-@dataclass
-class InputSpec:
+@dataclass(frozen=True)
+class InputSpec(ConfigValue):
     """What a model's network reads, and what its images looked like.
 
     Attributes
@@ -64,35 +65,17 @@ class InputSpec:
     image_diameter: float | None = None
 
     def __post_init__(self) -> None:
-        if self.polarity not in ("bright", "dark"):
-            raise ValueError(f"polarity must be 'bright' or 'dark', got {self.polarity!r}")
-        if self.image_polarity not in POLARITY_CHOICES:
-            raise ValueError(f"image_polarity must be one of {POLARITY_CHOICES}")
-        if self.channel is not None and (not isinstance(self.channel, int) or self.channel < 0):
-            raise ValueError(f"channel must be a non-negative integer, got {self.channel!r}")
-        for name in ("diameter", "image_diameter"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, int | float) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if self.diameter_range is not None:
-            self.diameter_range = (float(self.diameter_range[0]), float(self.diameter_range[1]))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["diameter_range"] = None if self.diameter_range is None else list(self.diameter_range)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
-        known = {"polarity", "image_polarity", "channel", "diameter", "diameter_range"}
-        known.add("image_diameter")
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown InputSpec fields: {sorted(unknown)}")
-        data = dict(data)
-        if data.get("diameter_range") is not None:
-            data["diameter_range"] = tuple(data["diameter_range"])
-        return cls(**data)
+        check_fields(
+            self,
+            {
+                "polarity": choice(("bright", "dark")),
+                "image_polarity": choice(POLARITY_CHOICES),
+                "channel": integer(0, optional=True),
+                "diameter": real(0, low_open=True, optional=True),
+                "diameter_range": number_pair(0, low_open=True, optional=True),
+                "image_diameter": real(0, low_open=True, optional=True),
+            },
+        )
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,15 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from ..engine.config import AugmentConfig, Mode, ModelConfig, TrainConfig, recommended_settings
+from ..engine.config import AugmentConfig, Mode, ModelConfig, TrainConfig
 from ..engine.device import available_devices
+from ..engine.presets import MODEL_SIZES as SIZE_PRESETS
+from ..engine.presets import recommended_settings, volume_sizes
 
-# name -> (base channels, depth): the same U-net at three widths.
+_SIZE_LABELS = {"small": "small (fast on a CPU)", "medium": "medium", "large": "large (GPU)"}
+# shown name -> (base channels, depth): the same U-net at three widths.
 MODEL_SIZES: dict[str, tuple[int, int]] = {
-    "small (fast on a CPU)": (8, 3),
-    "medium": (16, 3),
-    "large (GPU)": (32, 4),
+    _SIZE_LABELS[name]: size for name, size in SIZE_PRESETS.items()
 }
 
 
@@ -72,13 +73,14 @@ class TrainSettings(QWidget):
 
         advanced = QWidget()
         adv_form = QFormLayout(advanced)
-        self.batch_size = _spin_box(1, 1024, 8)
-        self.patch_size = _spin_box(16, 1024, 128, step=16)
+        # values set by apply_device_defaults below
+        self.batch_size = _spin_box(1, 1024, 1)
+        self.patch_size = _spin_box(16, 1024, 16, step=16)
         self.patch_size.setToolTip(
             "Largest patch edge in y/x; smaller images give smaller patches. Volumes: "
             "half of it (64 on a CPU) while the device's defaults are kept"
         )
-        self.patch_size_z = _spin_box(4, 256, 16, step=4)
+        self.patch_size_z = _spin_box(4, 256, 4, step=4)
         self.patch_size_z.setToolTip("Largest patch depth in z (3D images only)")
         self.steps_per_epoch = _spin_box(1, 100_000, 50)
         adv_form.addRow("Batch size", self.batch_size)
@@ -123,13 +125,9 @@ class TrainSettings(QWidget):
 
     def _sizes(self, ndim: int) -> tuple[int, int]:
         """Batch and patch edge: for volumes, the device's 3D defaults while the form
-        still holds its 2D ones (a 2D-sized patch stacked 16 deep trains 4x slower)."""
+        still holds its 2D ones (see :func:`~napari_live_unet.engine.presets.volume_sizes`)."""
         batch, patch = self.batch_size.value(), self.patch_size.value()
-        flat = recommended_settings(self._device_kind)
-        if ndim == 3 and (batch, patch) == (flat["batch_size"], flat["patch_size"]):
-            deep = recommended_settings(self._device_kind, 3)
-            return deep["batch_size"], deep["patch_size"]
-        return batch, patch
+        return volume_sizes(self._device_kind, batch, patch) if ndim == 3 else (batch, patch)
 
     def device_choices(self) -> list[str]:
         return [self.device.itemText(i) for i in range(self.device.count())]

@@ -339,7 +339,10 @@ def _normalization(spec: Any, name: str) -> NormalizationConfig:
         return NormalizationConfig(0.0, 100.0)
     if len(steps) == 1 and str(steps[0].id) == "scale_range":
         kwargs = steps[0].kwargs
-        return NormalizationConfig(float(kwargs.min_percentile), float(kwargs.max_percentile))
+        try:
+            return NormalizationConfig(float(kwargs.min_percentile), float(kwargs.max_percentile))
+        except ValueError as exc:
+            raise InputError(f"{name}: the model's scale_range is not usable ({exc})") from None
     raise InputError(
         f"{name}: the model normalises its input with {[str(s.id) for s in steps]}; Live U-net "
         "runs models whose input is scaled by percentiles (scale_range)"
