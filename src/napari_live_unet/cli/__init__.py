@@ -250,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write NAME_maps.tif with foreground and auxiliary maps",
     )
     pr.add_argument(
+        "--no-flip-average",
+        action="store_true",
+        help="predict each tile once, for a model that averages its flips (4x faster; "
+        "training turns averaging on where it gains on the validation data)",
+    )
+    pr.add_argument(
         "--doubt",
         action="store_true",
         help="also write where to correct next: NAME_doubt.tif (how unsure the model is, "

@@ -106,6 +106,14 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     outputs = None if args.bmz_outputs is None else parse_output_roles(args.bmz_outputs)
     model = load_model_source(args.model, device, outputs)
+    if args.no_flip_average:
+        model = model.without_flip_average()
+    elif model.flip_average:
+        print(
+            "this model averages each tile and its three flips (chosen when it was trained, "
+            "on its validation data); --no-flip-average predicts each tile once, about four "
+            "times faster"
+        )
     if distributed and not model.trainable:
         raise InputError(
             f"{args.model}: another tool's BioImage Model Zoo model runs in this process "

@@ -186,6 +186,8 @@ def assess_doubt(
     zoom = model.image_zoom(adapt.diameter if adapt else None, adapt.voxel_size if adapt else None)
     labels = model.instances(outputs, zoom=zoom)
     flipped_outputs, flipped_labels = [], []
+    # Each flip predicted once: a model that averages flips would make them all alike.
+    once = model.without_flip_average()
     if flips:
         data = np.asarray(image)
         spatial_axes = _spatial_axes(data, labels.shape, channel_axis)
@@ -193,7 +195,7 @@ def assess_doubt(
             if should_stop is not None and should_stop():
                 return None
             flipped = np.flip(data, axis=tuple(spatial_axes[a] for a in axes)).copy()
-            out = model.predict_outputs(flipped, **kwargs)
+            out = once.predict_outputs(flipped, **kwargs)
             if out is None:
                 return None
             out = np.flip(out, axis=axes).copy()

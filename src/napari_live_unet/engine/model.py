@@ -20,6 +20,7 @@ from .config import ModelConfig, NormalizationConfig, PostprocessConfig
 from .data import check_finite
 from .device import resolve_device
 from .errors import InputError
+from .flip_average import FlipAveraged
 from .image_adapter import (
     AUTO_FIT,
     Adaptation,
@@ -79,6 +80,10 @@ class SegmentationModel:
         What produced the model: data with content hashes, settings, starting model, seed,
         versions, device, times and steps (see :mod:`.run_record`); JSON-safe. Empty for
         models saved before run records existed.
+    flip_average : bool
+        Predict each tile and its three flips and average the maps (four times the
+        network's work; see :mod:`.flip_average`). Chosen on the validation data when the
+        model is trained, where it gains at least a point of AP; False for older files.
     """
 
     network: UNet
@@ -90,11 +95,17 @@ class SegmentationModel:
     input: InputSpec = field(default_factory=InputSpec)
     info: dict[str, Any] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
+    flip_average: bool = False
 
     @classmethod
     def create(cls, config: ModelConfig, **kwargs: Any) -> SegmentationModel:
         """A new, untrained model."""
         return cls(UNet(config), config, **kwargs)
+
+    def without_flip_average(self) -> SegmentationModel:
+        """This model predicting each tile once (the same network, not a copy): for work
+        that flips images itself, such as doubt."""
+        return dataclasses.replace(self, flip_average=False) if self.flip_average else self
 
     @property
     def trainable(self) -> bool:
@@ -359,8 +370,11 @@ class SegmentationModel:
         was_training = self.network.training
         self.network.eval()
         try:
+            network = self.network
+            if self.flip_average:
+                network = FlipAveraged(network, self.config.mode)
             for item in predict_stream(
-                self.network,
+                network,
                 (image for image, _ in first),
                 mode=self.config.mode,
                 size_multiple=self.config.size_multiples,

@@ -40,6 +40,7 @@ def model_to_dict(model: SegmentationModel) -> dict[str, Any]:
         "input": model.input.to_dict(),
         "info": model.info,
         "record": model.record,
+        "flip_average": model.flip_average,
         "state_dict": {k: v.detach().cpu() for k, v in model.network.state_dict().items()},
     }
 
@@ -119,6 +120,7 @@ def model_from_dict(
             InputSpec.from_dict(data.get("input", {})),
             dict(data.get("info", {})),
             dict(data.get("record", {})),  # absent from files saved before run records
+            bool(data.get("flip_average", False)),  # absent from older files
         )
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise InputError(f"{source}: model file is inconsistent ({exc})") from None

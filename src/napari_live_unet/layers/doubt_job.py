@@ -129,7 +129,8 @@ def with_doubt(
             copies = (np.flip(frame, tuple(spatial[a] for a in axes)).copy() for axes in FLIPS)
             flipped: list[np.ndarray] = []
             before = extra
-            for item in model.predict_stream(
+            # Each flip predicted once: a model that averages flips would make them alike.
+            for item in model.without_flip_average().predict_stream(
                 copies, channel_axis=plan.channel_axis, adapt=adapt, should_stop=stop.is_set
             ):
                 if isinstance(item, TilesDone):

@@ -42,6 +42,7 @@ from ..layers.stored_labels import COPY_NOT_AVAILABLE, OUTPUTS_NOT_KEPT
 from ..layers.voxel_size import layer_voxel_size
 from .copy_controls import CopyControls
 from .doubt_list import DoubtList
+from .flip_average_box import FlipAverageBox
 from .input_controls import InputControls
 from .job_runner import JobEnd, JobOutcome, JobRunner
 from .model_chooser import ModelChooser
@@ -84,6 +85,7 @@ class PredictWidget(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.progress = QProgressBar()
         self.show_outputs = QCheckBox("Show network outputs")
+        self.flip_average = FlipAverageBox()
         self.thresholds = PostprocessControls()
         # Short names for the controls (tests and scripts set them directly).
         self.fg_threshold, self.seed_threshold, self.seed_prominence, self.min_size = (
@@ -125,7 +127,7 @@ class PredictWidget(QWidget):
             "Model": [self.models],
             "Predict": [("Image", self.image_combo.native), ("Device", self.device_combo)],
         }
-        groups["Predict"] += [buttons, self.progress, self.show_outputs]
+        groups["Predict"] += [buttons, self.progress, self.flip_average, self.show_outputs]
         layout = scroll_layout(self)
         for title, rows in groups.items():
             box = QGroupBox(title)
@@ -163,6 +165,7 @@ class PredictWidget(QWidget):
     def _on_model_changed(self, model, source: str) -> None:
         if model is not None:
             self.thresholds.show_params(model.postprocess)  # no re-run
+        self.flip_average.follow(model)
         self._update_channels()
         self._update_enabled()
         self.doubt.model_changed()
@@ -212,6 +215,7 @@ class PredictWidget(QWidget):
         if model is None or layer is None:
             self._say("Choose an image layer and train or load a model first.", error=True)
             return False
+        model = self.flip_average.applied(model)
         data = layer_image_data(layer)
         try:
             adapt = self.inputs.adapt_options()
