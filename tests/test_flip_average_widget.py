@@ -4,6 +4,7 @@ predicts."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import numpy as np
 import pytest
@@ -14,6 +15,9 @@ from napari_live_unet.layers.current_model import current_model
 from napari_live_unet.widgets.predict import PredictWidget
 
 from .conftest import synthetic_nuclei
+from .test_train_widget import make_widget, wait_done
+
+engine_train = importlib.import_module("napari_live_unet.engine.train")
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("no_current_model")]
 
@@ -49,3 +53,14 @@ def test_average_flips_box_follows_the_model_and_decides_how_it_predicts(make_na
     np.testing.assert_allclose(once, plain.predict_outputs(image)[0], atol=2e-3)
     assert not np.allclose(once, averaged, atol=1e-3)
     assert current_model.model is averaging and averaging.flip_average  # the model is unchanged
+
+
+def test_train_dock_says_when_training_chose_to_average_flips(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    monkeypatch.setattr(engine_train, "choose_flip_average", lambda *args: True)
+    _, widget = make_widget(make_napari_viewer, epochs=2)
+    assert widget.start()
+    wait_done(qtbot, widget)
+    assert current_model.model is not None and current_model.model.flip_average
+    assert "Predictions average each tile's flips" in widget.status.text()

@@ -295,9 +295,15 @@ class TrainWidget(QWidget):
             if event.kept_start
             else ""
         )
+        flips = (
+            "Predictions average each tile's flips (better on validation; 4x slower, the "
+            "Predict dock's 'Average flips' box turns it off). "
+            if event.model.flip_average
+            else ""
+        )
         self.status.setText(
             f"{kept}Done ({event.reason}): {event.epochs} epochs, {event.steps} steps in "
-            f"{event.elapsed:.0f} s. {self._start_note}".strip()
+            f"{event.elapsed:.0f} s. {flips}{self._start_note}".strip()
         )
 
     def _on_end(self, end: JobEnd) -> None:
