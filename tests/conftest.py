@@ -13,7 +13,7 @@ import pytest
 import tifffile
 from scipy import ndimage as ndi
 
-from napari_live_unet.engine.predict import predict_outputs_many
+from napari_live_unet.engine.predict import TilesDone, predict_stream
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
@@ -117,10 +117,18 @@ def predict_argv(model, images, out, *extra) -> list[str]:
     ]
 
 
-def predict_one(network, image, low=None, high=None, **kwargs):
-    """Outputs for a single image, or None when stopped early."""
+def predict_one(network, image, low=None, high=None, progress=None, **kwargs):
+    """Outputs for a single image, or None when stopped early; ``progress(done, total)``
+    sees each :class:`TilesDone`."""
     stats = None if low is None else [(low, high)]
-    return next(predict_outputs_many(network, [image], stats=stats, **kwargs), None)
+    outputs = None
+    for item in predict_stream(network, [image], stats=stats, **kwargs):
+        if isinstance(item, TilesDone):
+            if progress is not None:
+                progress(item.done, item.total)
+        else:
+            outputs = item
+    return outputs
 
 
 @pytest.fixture

@@ -233,6 +233,7 @@ def test_default_halo_grows_with_object_size_and_smoothing():
 def test_a_model_post_processes_large_images_block_by_block(monkeypatch):
     # Above the size limit the model switches to blocks: the same objects, far less memory.
     from napari_live_unet.engine import ModelConfig, SegmentationModel
+    from napari_live_unet.engine import blockwise as blockwise_module
     from napari_live_unet.engine import model as model_module
 
     labels = _packed_objects((1200, 1100), n=400, radius=(6, 14), seed=3)
@@ -247,7 +248,7 @@ def test_a_model_post_processes_large_images_block_by_block(monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(model_module, "instances_blockwise", spy)
-    monkeypatch.setattr(model_module, "BLOCKWISE_ABOVE", 1000 * 1000)
+    monkeypatch.setattr(blockwise_module, "POSTPROCESS_BLOCKS_ABOVE", 1000 * 1000)
     blockwise = model.instances(outputs)
     assert calls == [1024]  # 1200x1100 is cut into 1024-pixel blocks
     _assert_matches_whole_image(blockwise, whole)

@@ -19,8 +19,9 @@ from ome_zarr.reader import Label, Multiscales, Reader
 from ome_zarr.writer import write_image
 from scipy import ndimage as ndi
 
-from napari_live_unet.cli import main, predict_command
+from napari_live_unet.cli import main
 from napari_live_unet.engine import block_predict, memory_budget
+from napari_live_unet.engine import predictor as predictor_module
 from napari_live_unet.engine.atomic_write import TMP_SUFFIX
 from napari_live_unet.engine.block_plan import FrameLayout, block_bytes
 from napari_live_unet.engine.block_predict import plan_job
@@ -58,13 +59,13 @@ def blocks(monkeypatch):
     """Pin the process's baseline memory and record every image's blocks per frame."""
     monkeypatch.setattr(memory_budget, "resident_bytes", lambda: BASELINE)
     seen: list[int] = []
-    original = predict_command.segment_stored
+    original = predictor_module.segment_stored
 
     def spy(model, array, plan, out, **kwargs):
         seen.append(plan.blocks_per_frame)
         return original(model, array, plan, out, **kwargs)
 
-    monkeypatch.setattr(predict_command, "segment_stored", spy)
+    monkeypatch.setattr(predictor_module, "segment_stored", spy)
     return seen
 
 

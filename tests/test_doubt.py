@@ -1,6 +1,7 @@
 """Where to correct next: the doubt map and the ranked objects."""
 
 import csv
+import threading
 
 import numpy as np
 import pytest
@@ -116,7 +117,7 @@ def test_assess_doubt_gives_the_labels_segment_gives(small_model):
     assert listed == set(np.unique(labels[labels > 0]).tolist())
     quick = assess_doubt(small_model, image, flips=False)
     assert quick is not None and np.array_equal(quick[1], labels)
-    assert assess_doubt(small_model, image, should_stop=lambda: True) is None
+    assert assess_doubt(small_model, image, stop=_set_event()) is None
 
 
 def test_assess_doubt_reads_colour_images_channels_last(small_model):
@@ -161,3 +162,9 @@ def test_written_map_and_csv_match_the_report(tmp_path):
     first = report.objects[0]
     assert (int(rows[0]["start_y"]), int(rows[0]["stop_y"])) == first.bbox[0]
     assert not list(tmp_path.glob("*.tmp*"))  # nothing left half-written
+
+
+def _set_event():
+    stop = threading.Event()
+    stop.set()
+    return stop

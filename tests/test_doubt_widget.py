@@ -43,11 +43,11 @@ class LopsidedNetwork:
                 labels[labels == i] = 0
         return labels
 
-    def __call__(self, images, *, should_stop=None, **_):
+    def __call__(self, images, *, stop=None, **_):
         self.calls += 1
         self.threads.append(threading.current_thread())
         for image in images:
-            if should_stop is not None and should_stop():
+            if stop is not None and stop.is_set():
                 return
             yield TilesDone(1, 1)
             yield ideal_outputs(self.labels_of(np.asarray(image, np.float32)))

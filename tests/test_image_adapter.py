@@ -11,6 +11,7 @@ from napari_live_unet.engine.image_adapter import (
     polarity_from_image,
     resize,
 )
+from napari_live_unet.engine.predictor import FrameFitted, Images, Predictor
 
 from .conftest import synthetic_nuclei
 
@@ -88,11 +89,10 @@ def test_zoomed_prediction_comes_back_at_the_input_shape():
     seen = []
     out = model.predict_outputs(image, adapt=AdaptOptions(diameter=20.0))
     assert out.shape == (2, 70, 90)
-    list(
-        model.predict_outputs_many(
-            [image], adapt=AdaptOptions(diameter=4.0), on_adapted=seen.append
-        )
-    )
+    predictor = Predictor(model, adapt=AdaptOptions(diameter=4.0), postprocess=False)
+    for event in predictor.run(Images([image])):
+        if isinstance(event, FrameFitted):
+            seen.append(event.adaptation)
     assert seen[0].zoom == 2.0 and seen[0].input_shape == (70, 90)
     labels = model.segment(image, adapt=AdaptOptions(diameter=20.0))
     assert labels.shape == (70, 90)

@@ -19,6 +19,7 @@ from napari_live_unet.engine.large_image import plan_image, segment_stored
 from napari_live_unet.engine.memory_budget import BLOCKS_IN_FLIGHT, MemoryBudget
 from napari_live_unet.engine.metrics import match_counts
 from napari_live_unet.engine.model import SegmentationModel
+from napari_live_unet.engine.prediction_events import FrameDone, FrameFitted
 from napari_live_unet.engine.unet import UNet
 
 from .conftest import synthetic_nuclei
@@ -108,8 +109,11 @@ def _blocks(model, image, axes, per_block, chunks, **kwargs):
         tuple(image.shape[a] for a in layout.frame_axes) + layout.spatial_shape(image.shape),
         np.uint32,
     )
-    done = list(segment_stored(model, image, plan, out))
-    return out, plan, done
+    events = list(segment_stored(model, image, plan, out))
+    done = [e for e in events if isinstance(e, FrameDone)]
+    fitted = [e for e in events if isinstance(e, FrameFitted)]
+    assert [e.position for e in fitted] == [e.position for e in done]
+    return out, plan, done, fitted
 
 
 def _single_pieces(labels):
@@ -126,7 +130,7 @@ def test_blocks_match_the_whole_image_2d(starter):
     image, _ = _nuclei_image((700, 640))
     whole = starter.segment(image)
     budget = _budget(starter, "yx", image.shape, (128, 128))
-    out, plan, done = _blocks(starter, image, "yx", budget, (128, 128))
+    out, plan, done, _ = _blocks(starter, image, "yx", budget, (128, 128))
     assert plan.blocks_per_frame >= 4  # the test needs seams
     labels = out.astype(np.int32)
     assert match_counts(whole, labels, [0.5])[0].ap >= 0.99
@@ -189,7 +193,7 @@ def test_blocks_match_the_whole_image_3d_with_frames():
     volume = _distance_volume((32, 128, 120))
     series = np.stack([volume, volume[:, ::-1].copy()])  # t, z, y, x
     budget = _budget(model, "tzyx", series.shape, (8, 32, 32))
-    out, plan, done = _blocks(model, series, "tzyx", budget, (8, 32, 32))
+    out, plan, done, _ = _blocks(model, series, "tzyx", budget, (8, 32, 32))
     assert plan.blocks_per_frame >= 8 and len(done) == 2
     for t in range(2):
         whole = model.segment(series[t])
@@ -206,12 +210,12 @@ def test_every_block_sees_one_fit_of_the_whole_frame(starter):
     image[:, 256:] = image[:, 256:] // 8  # a dim half: its own percentiles would differ
     whole = starter.segment(image, adapt=AdaptOptions(polarity="bright"))
     budget = _budget(starter, "yx", image.shape, (128, 128))
-    out, plan, done = _blocks(
+    out, plan, _, fitted = _blocks(
         starter, image, "yx", budget, (128, 128), adapt=AdaptOptions(polarity="bright")
     )
     assert plan.blocks_per_frame >= 4
     assert match_counts(whole, out.astype(np.int32), [0.5])[0].ap >= 0.99
-    assert "bright" in done[0].note
+    assert "bright" in fitted[0].note
 
 
 def test_memory_stays_under_the_block_budget():
@@ -224,7 +228,7 @@ def test_memory_stays_under_the_block_budget():
     per_block = 40 * MB
     tracemalloc.start()
     try:
-        _, plan, _ = _blocks(model, image, "yx", per_block, (256, 256))
+        _, plan, _, _ = _blocks(model, image, "yx", per_block, (256, 256))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -1,4 +1,5 @@
 import itertools
+import threading
 
 import numpy as np
 import pytest
@@ -80,6 +81,13 @@ def test_band_accumulator_is_bounded_by_tile_not_image():
 def test_stop_returns_none_and_progress_reported():
     image = np.zeros((1, 128, 128), np.float32)
     calls = []
+    stop = threading.Event()
+
+    def progress(done, total):
+        calls.append((done, total))
+        if len(calls) >= 2:
+            stop.set()
+
     out = predict_one(
         Pointwise(),
         image,
@@ -88,8 +96,8 @@ def test_stop_returns_none_and_progress_reported():
         tile_shape=(32, 32),
         overlap=0,
         batch_size=2,
-        progress=lambda d, t: calls.append((d, t)),
-        should_stop=lambda: len(calls) >= 2,
+        progress=progress,
+        stop=stop,
     )
     assert out is None and calls[-1] == (4, 16)
 

@@ -43,7 +43,7 @@ class FakeNetwork:
         self.started = threading.Event()
         self.stopped = threading.Event()  # the caller asked to stop and was obeyed
 
-    def __call__(self, images, *, channel_axis=None, should_stop=None, **_):
+    def __call__(self, images, *, channel_axis=None, stop=None, **_):
         self.calls += 1
         for image in images:
             self.started.set()
@@ -51,7 +51,7 @@ class FakeNetwork:
                 raise RuntimeError("the GPU caught fire")
             steps = 500 if self.slow else 1
             for step in range(steps):
-                if should_stop is not None and should_stop():
+                if stop is not None and stop.is_set():
                     self.stopped.set()
                     return
                 yield TilesDone(step + 1, steps)

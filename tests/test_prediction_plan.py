@@ -11,7 +11,6 @@ from napari_live_unet.engine.memory_budget import MemoryBudget
 from napari_live_unet.engine.output_cache import FrameOutputCache
 from napari_live_unet.engine.targets import normalized_distance
 from napari_live_unet.engine.temp_store import wait_for_removals
-from napari_live_unet.layers import prediction_job as prediction_job_module
 from napari_live_unet.layers.jobs import JobFailed, failures_as_events
 from napari_live_unet.layers.prediction_job import (
     FramePredicted,
@@ -234,12 +233,12 @@ def test_a_100_frame_series_keeps_outputs_under_the_cap_and_relabels_the_same():
 
 
 def test_large_frames_are_post_processed_as_the_model_does_block_by_block(monkeypatch):
-    """Frames above BLOCKWISE_ABOVE go through model.instances (block by block), with the
+    """Frames above POSTPROCESS_BLOCKS_ABOVE go through model.instances (block by block), with the
     zoom and voxel size prediction used; their caches are never kept."""
+    from napari_live_unet.engine import blockwise
     from napari_live_unet.engine import model as model_module
 
-    monkeypatch.setattr(model_module, "BLOCKWISE_ABOVE", 32 * 32)
-    monkeypatch.setattr(prediction_job_module, "BLOCKWISE_ABOVE", 32 * 32)
+    monkeypatch.setattr(blockwise, "POSTPROCESS_BLOCKS_ABOVE", 32 * 32)
     model = SegmentationModel.create(ModelConfig(base_channels=4, depth=2))
     labels = np.zeros((80, 80), np.int32)
     labels[5:25, 5:25], labels[40:70, 30:60] = 1, 2

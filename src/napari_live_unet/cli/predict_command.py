@@ -29,14 +29,23 @@ from ..engine.atomic_write import remove_stale_temporaries
 from ..engine.block_plan import FrameLayout, default_chunks
 from ..engine.bmz.output_roles import parse_output_roles
 from ..engine.errors import InputError, MemoryLimitError
+from ..engine.image_adapter import AUTO_FIT
 from ..engine.image_source import ImageSource, is_zarr_path, list_images, open_image
 from ..engine.io import read_tiff, write_tiff_atomic
 from ..engine.label_dtype import label_dtype
-from ..engine.large_image import ImagePlan, labels_axes, labels_shape, plan_image, segment_stored
+from ..engine.large_image import ImagePlan, labels_axes, labels_shape
 from ..engine.memory_budget import MemoryBudget, default_memory_limit
 from ..engine.memory_estimate import available_memory_bytes, format_bytes
-from ..engine.model import SegmentationModel
 from ..engine.output_checks import check_not_an_input, check_writable
+from ..engine.predictor import (
+    BlockDone,
+    FrameDone,
+    FrameFitted,
+    Images,
+    LabelsSink,
+    Predictor,
+    StoredFrames,
+)
 from ..engine.tiff_labels import TiffLabelsWriter
 from ..engine.tile_plan import check_tile_shape
 from ..engine.voxel_metadata import read_voxel_size
@@ -132,13 +141,22 @@ def _run_predict(args: argparse.Namespace) -> int:
     # The one budget of this run: each LocalCluster worker holds its own Python, torch and
     # model (about what this process holds) and shares what this process leaves of it.
     memory = MemoryBudget.split(limit, workers=args.workers)
+    predictor = Predictor(
+        model,
+        memory=memory,
+        tile_shape=tile,
+        batch_size=args.batch_size,
+        adapt=adapt,
+        device=str(device),
+        on_message=lambda m: tqdm.write(m, file=sys.stderr),
+    )
     files = list_images(args.images)
     if not zarr_out:
         remove_stale_temporaries(args.out)
     _refuse_existing(args, files, zarr_out)
     # Check and plan every input before writing anything.
     inputs = [
-        _plan_input(model, name, path, memory, args, adapt, zarr_out or distributed, tile)
+        _plan_input(predictor, name, path, zarr_out or distributed)
         for name, path in tqdm(
             files.items(), desc="checking", unit="image", file=sys.stderr, leave=False, disable=None
         )
@@ -161,11 +179,12 @@ def _run_predict(args: argparse.Namespace) -> int:
 
         # A LocalCluster's workers get the share the blocks were planned for.
         client = start_client(args.workers, args.scheduler, memory.cluster_limit)
+        predictor = dataclasses.replace(predictor, client=client)
     try:
         small = [i for i in inputs if i.plan is None]
-        pixels += _predict_whole(model, small, adapt, tile, args, notes)
+        pixels += _predict_whole(predictor, small, args, notes)
         for item in (i for i in inputs if i.plan is not None):
-            pixels += _predict_blocks(model, item, memory, args, zarr_out, client, device, notes)
+            pixels += _predict_blocks(predictor, item, args, zarr_out, notes)
     finally:
         if client is not None:
             from ..engine.dask_blocks import stop_client
@@ -199,18 +218,12 @@ def _refuse_existing(args: argparse.Namespace, files: dict[str, Path], zarr_out:
         )
 
 
-def _plan_input(
-    model: SegmentationModel,
-    name: str,
-    path: Path,
-    memory: MemoryBudget,
-    args: argparse.Namespace,
-    adapt,
-    always_blocks: bool,
-    tile: tuple[int, ...] | None,
-) -> _Input:
+def _plan_input(predictor: Predictor, name: str, path: Path, always_blocks: bool) -> _Input:
     """Open one input (metadata only), check it fits the model and the memory limit, and
-    decide whether it is predicted whole or block by block."""
+    plan it: whole (with the other small TIFFs) or block by block, as the predictor's rule
+    says, or block by block for the CLI's own reasons (OME-Zarr output, a cluster, a Zarr
+    input, a series)."""
+    model, adapt = predictor.model, predictor.adapt or AUTO_FIT
     ndim = model.config.ndim
     with open_image(path) as source:
         layout = FrameLayout.of(source.axes, ndim, str(path))
@@ -223,28 +236,21 @@ def _plan_input(
             or any(
                 source.axes[a] != "q" or shape[a] > 8 for a in layout.frame_axes
             )  # a series, not a few channels
-            or not memory.fits_whole(spatial, layout.n_channels(shape))
         )
-        if not blocks:
+        if not blocks and predictor.whole(spatial, layout.n_channels(shape)):
             model.check_fits(read_tiff(path), adapt, name=str(path))
             return _Input(name, path, None, voxel or read_voxel_size(path, ndim))
         read_chunks = layout.spatial_shape(source.chunks)
         out_chunks = read_chunks if source.kind != "tiff" else default_chunks(spatial)
-        plan = plan_image(
-            model,
-            shape,
-            layout,
-            memory,
-            out_chunks,
+        plan = predictor.plan(
+            StoredFrames(source.array, layout, str(path)),
+            out_chunks=out_chunks,
             read_chunks=read_chunks,
-            itemsize=np.dtype(source.array.dtype).itemsize,
-            adapt=adapt,
             voxel_size=voxel,
-            tile_shape=tile,
-            batch_size=args.batch_size,
-            name=str(path),
             fit_chunks=source.kind == "tiff",
+            blocks=True,
         )
+        assert plan is not None
         axes = labels_axes(layout).replace("q", "t")
         if not re.fullmatch("t?z?yx", axes):
             raise InputError(
@@ -282,41 +288,36 @@ def _source_voxel_size(source: ImageSource, ndim: int) -> tuple[float, ...] | No
     return tuple(size[-ndim:]) if size is not None and len(size) >= ndim else None
 
 
-def _predict_whole(model, inputs: list[_Input], adapt, tile, args, notes) -> int:
+def _predict_whole(predictor: Predictor, inputs: list[_Input], args, notes) -> int:
     """Small TIFFs, whole: tiles of consecutive images share batches, and post-processing
     of one image overlaps prediction of the next."""
     if not inputs:
         return 0
     if args.doubt:
-        return _predict_with_doubt(model, inputs, adapt, tile, args, notes)
-    results = model.segment_many(
-        (read_tiff(i.path) for i in inputs),
-        voxel_sizes=(i.voxel_size for i in inputs),
-        adapt=adapt,
-        tile_shape=tile,
-        batch_size=args.batch_size,
-        on_message=lambda m: tqdm.write(m, file=sys.stderr),
-        on_adapted=lambda a: notes.update([a.describe()]),
-    )
+        adapt = predictor.adapt or AUTO_FIT
+        return _predict_with_doubt(predictor.model, inputs, adapt, args, notes)
+    source = Images((read_tiff(i.path) for i in inputs), voxel_sizes=(i.voxel_size for i in inputs))
     pixels = 0
-    for item, (maps, labels) in tqdm(
-        zip(inputs, results, strict=True),
-        total=len(inputs),
-        desc="predicting",
-        disable=None,
-        unit="image",
-        file=sys.stderr,
-    ):
-        write_tiff_atomic(
-            args.out / f"{item.name}.tif", labels.astype(label_dtype(int(labels.max())))
-        )
-        if args.save_maps:
-            write_tiff_atomic(args.out / f"{item.name}_maps.tif", maps.astype(np.float32))
-        pixels += labels.size
+    with tqdm(
+        total=len(inputs), desc="predicting", disable=None, unit="image", file=sys.stderr
+    ) as bar:
+        for event in predictor.run(source):
+            if isinstance(event, FrameFitted):
+                notes.update([event.note])
+            elif isinstance(event, FrameDone):
+                item, labels = inputs[event.position], event.labels
+                write_tiff_atomic(
+                    args.out / f"{item.name}.tif", labels.astype(label_dtype(int(labels.max())))
+                )
+                if args.save_maps:
+                    maps = event.outputs.astype(np.float32)
+                    write_tiff_atomic(args.out / f"{item.name}_maps.tif", maps)
+                pixels += labels.size
+                bar.update(1)
     return pixels
 
 
-def _predict_with_doubt(model, inputs: list[_Input], adapt, tile, args, notes) -> int:
+def _predict_with_doubt(model, inputs: list[_Input], adapt, args, notes) -> int:
     """Each image predicted as is and flipped: labels, and the doubt map and list beside."""
     from ..engine.doubt import assess_doubt, write_doubt
 
@@ -343,11 +344,9 @@ def _predict_with_doubt(model, inputs: list[_Input], adapt, tile, args, notes) -
     return pixels
 
 
-def _predict_blocks(
-    model, item: _Input, memory: MemoryBudget, args, zarr_out, client, device, notes
-) -> int:
+def _predict_blocks(predictor: Predictor, item: _Input, args, zarr_out, notes) -> int:
     """One image block by block, into an OME-Zarr labels group or a TIFF."""
-    assert item.plan is not None
+    assert item.plan is not None and predictor.memory is not None
     writer: OmeZarrLabelsWriter | TiffLabelsWriter
     if zarr_out:
         # ome-zarr (and the dask it imports) only for OME-Zarr output
@@ -370,25 +369,18 @@ def _predict_blocks(
         open_image(item.path) as source,
         tqdm(total=total, desc=item.name, unit="block", file=sys.stderr, disable=None) as bar,
     ):
-        runner = None
-        if client is not None:
-            from ..engine.dask_blocks import DaskBlocks
-
-            runner = DaskBlocks(client, model, str(item.path), str(writer.level0_path), str(device))
+        frames = StoredFrames(source.array, item.plan.job.layout, str(item.path), str(item.path))
+        sink = LabelsSink(writer.array, str(writer.level0_path))
         largest = 0
-        for done in segment_stored(
-            model,
-            source.array,
-            item.plan,
-            writer.array,
-            runner=runner,
-            progress=lambda: bar.update(1),
-            name=str(item.path),
-        ):
-            largest = max(largest, done.count)
-            notes.update([done.note])
+        for event in predictor.run(frames, sink, plan=item.plan):
+            if isinstance(event, BlockDone):
+                bar.update(1)
+            elif isinstance(event, FrameFitted):
+                notes.update([event.note])
+            elif isinstance(event, FrameDone):
+                largest = max(largest, event.count)
         if isinstance(writer, TiffLabelsWriter):
-            writer.finish(largest, memory.finish_bytes)
+            writer.finish(largest, predictor.memory.finish_bytes)
         else:
-            writer.finish(memory.finish_bytes)
+            writer.finish(predictor.memory.finish_bytes)
     return math.prod(item.labels_shape)

@@ -57,6 +57,14 @@ if TYPE_CHECKING:
     from .model import SegmentationModel
     from .model_file import load_model, save_model
     from .postprocess import instances_from_outputs
+    from .prediction_events import (
+        BlockDone,
+        FrameDone,
+        FrameFitted,
+        PredictionEvent,
+        TilesDone,
+    )
+    from .predictor import Images, LabelsSink, Predictor, StoredFrames
     from .presets import recommended_settings
     from .regions import Region, pairs_from_regions
     from .train import run_training, train
@@ -104,6 +112,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "model": ("SegmentationModel",),
     "model_file": ("load_model", "save_model"),
     "postprocess": ("instances_from_outputs",),
+    "prediction_events": ("BlockDone", "FrameDone", "FrameFitted", "PredictionEvent", "TilesDone"),
+    "predictor": ("Images", "LabelsSink", "Predictor", "StoredFrames"),
     "presets": ("recommended_settings",),
     "regions": ("Region", "pairs_from_regions"),
     "train": ("run_training", "train"),
@@ -116,21 +126,30 @@ __all__ = [
     "Adaptation",
     "AnnotatedImage",
     "AugmentConfig",
+    "BlockDone",
     "DoubtReport",
     "EpochEnd",
+    "FrameDone",
+    "FrameFitted",
+    "Images",
     "InputError",
     "InputSpec",
+    "LabelsSink",
     "MatchCounts",
     "ModelConfig",
     "NormalizationConfig",
     "Notice",
     "ObjectDoubt",
     "PostprocessConfig",
+    "PredictionEvent",
+    "Predictor",
     "PreviewReady",
     "Region",
     "SegmentationModel",
     "StepEnd",
+    "StoredFrames",
     "ThresholdsChosen",
+    "TilesDone",
     "TrainConfig",
     "TrainingEvent",
     "TrainingFinished",

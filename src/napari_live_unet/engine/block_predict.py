@@ -19,7 +19,7 @@ this process (the network on one block while a thread post-processes the previou
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -30,7 +30,7 @@ from .block_plan import FrameLayout
 from .blockwise import BlockLabels, block_grid, merge_blocks, segment_block
 from .config import PostprocessConfig
 from .errors import InputError
-from .image_adapter import AdaptOptions, invert_range
+from .image_adapter import Adaptation, AdaptOptions, invert_range
 from .model import SegmentationModel
 from .normalize import channel_percentiles
 from .tile_plan import context_margin
@@ -49,6 +49,7 @@ class FrameFit:
     intensity_range: tuple[np.ndarray, np.ndarray]
     zoom: float | tuple[float, ...]
     note: str
+    adaptation: Adaptation | None = None
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ def survey_frame(
     stats = invert_range((low, high)) if adaptation.inverted else (low, high)
     assert stats is not None
     zoom = combined_zoom(adaptation.zoom, adaptation.voxel_zoom, model.config.ndim)
-    return FrameFit(fitted, stats, zoom, adaptation.describe())
+    return FrameFit(fitted, stats, zoom, adaptation.describe(), adaptation)
 
 
 def _sample_shape(piece: np.ndarray, spatial: tuple[int, ...], channel_axis: int):
@@ -199,17 +200,16 @@ def predict_block(
     reach = tuple(h + m for h, m in zip(job.halo, job.margin, strict=True))
     read_box = _grow(core, reach, job.spatial)
     data, channel_axis = job.layout.read(array, frame, read_box)
-    outputs = next(
-        model.predict_outputs_many(
-            [data],
-            channel_axis=channel_axis,
-            adapt=fit.options,
-            intensity_ranges=[fit.intensity_range],
-            tile_shape=job.tile_shape,
-            batch_size=job.batch_size,
-            max_tile_bytes=job.max_tile_bytes,
-        )
+    stream = model.predict_stream(
+        [data],
+        channel_axis=channel_axis,
+        adapt=fit.options,
+        intensity_ranges=[fit.intensity_range],
+        tile_shape=job.tile_shape,
+        batch_size=job.batch_size,
+        max_tile_bytes=job.max_tile_bytes,
     )
+    [outputs] = [item for item in stream if isinstance(item, np.ndarray)]
     keep = _grow(core, job.halo, job.spatial)
     inside = tuple(
         slice(k.start - r.start, k.stop - r.start) for k, r in zip(keep, read_box, strict=True)
@@ -287,9 +287,10 @@ class LocalBlocks:
         job: BlockJob,
         frame: tuple[int, ...],
         fit: FrameFit,
-        progress: Callable[[], object] | None = None,
     ) -> Iterator[BlockLabels]:
-        """Summaries of every block of ``frame``, in raster order."""
+        """Summaries of every block of ``frame``, in raster order, each as soon as it is
+        written. Closing the iterator early waits for the block in flight, so nothing is
+        written after it is closed."""
         pending: Future[BlockLabels] | None = None
         try:
             for core in job.cores():
@@ -298,14 +299,10 @@ class LocalBlocks:
                 del outputs
                 if pending is not None:
                     yield pending.result()
-                    if progress is not None:
-                        progress()
                 pending = future
             if pending is not None:
                 yield pending.result()
                 pending = None
-                if progress is not None:
-                    progress()
         finally:
             if pending is not None:  # stopped early: no write may follow the caller's exit
                 pending.exception()

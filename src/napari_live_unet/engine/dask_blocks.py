@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -118,9 +118,9 @@ class DaskBlocks:
         job: BlockJob,
         frame: tuple[int, ...],
         fit: FrameFit,
-        progress: Callable[[], object] | None = None,
     ) -> Iterator[BlockLabels]:
-        """Summaries of every block of ``frame``, as the workers finish them."""
+        """Summaries of every block of ``frame``, as the workers finish them; closing the
+        iterator early cancels the blocks not started yet."""
         from distributed import as_completed
 
         futures = [
@@ -139,10 +139,11 @@ class DaskBlocks:
             )
             for core in job.cores()
         ]
-        for future in as_completed(futures):
-            yield future.result()
-            if progress is not None:
-                progress()
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            self.client.cancel([f for f in futures if not f.done()])
 
     def relabel_frame(self, frame, cores, luts) -> None:
         """Final ids of every block of ``frame``, written by the workers."""

@@ -26,7 +26,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -156,7 +157,7 @@ def assess_doubt(
     channel_axis: int | None = None,
     adapt: AdaptOptions | None = AUTO_FIT,
     flips: bool = True,
-    should_stop: Callable[[], bool] | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[np.ndarray, np.ndarray, DoubtReport] | None:
     """Predict ``image`` and say where the model doubts its result.
 
@@ -170,16 +171,16 @@ def assess_doubt(
     flips : bool
         Also predict three flipped copies (4x the network's work) and rank objects by
         their stability under them; False: by the foreground margin alone.
-    should_stop : callable() -> bool, optional
-        Polled between predictions; True ends the assessment early.
+    stop : threading.Event, optional
+        Checked between batches of tiles; once set, the assessment ends early.
 
     Returns
     -------
     (outputs, labels, report) or None
         The outputs and labels are those :meth:`SegmentationModel.segment` gives; None if
-        ``should_stop`` ended it.
+        ``stop`` ended it.
     """
-    kwargs = {"channel_axis": channel_axis, "adapt": adapt, "should_stop": should_stop}
+    kwargs = {"channel_axis": channel_axis, "adapt": adapt, "stop": stop}
     outputs = model.predict_outputs(image, **kwargs)
     if outputs is None:
         return None
@@ -192,7 +193,7 @@ def assess_doubt(
         data = np.asarray(image)
         spatial_axes = _spatial_axes(data, labels.shape, channel_axis)
         for axes in _FLIPS:
-            if should_stop is not None and should_stop():
+            if stop is not None and stop.is_set():
                 return None
             flipped = np.flip(data, axis=tuple(spatial_axes[a] for a in axes)).copy()
             out = once.predict_outputs(flipped, **kwargs)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,6 +33,7 @@ from .image_adapter import AUTO_FIT, AdaptOptions
 from .memory_budget import MemoryBudget
 from .memory_estimate import format_bytes
 from .model import SegmentationModel
+from .prediction_events import BlockDone, FrameDone, FrameFitted
 
 SMALLEST_CHUNK = 64
 """Output chunks chosen to fit the memory limit (``plan_image(fit_chunks=True)``) are
@@ -46,20 +48,9 @@ class BlockRunner(Protocol):
         job: BlockJob,
         frame: tuple[int, ...],
         fit: FrameFit,
-        progress: Callable[[], object] | None = None,
     ) -> Iterator[BlockLabels]: ...
 
     def relabel_frame(self, frame, cores, luts) -> None: ...
-
-
-@dataclass(frozen=True)
-class FrameDone:
-    """One frame is written: its index into the frame axes, its object count, and how it
-    was fitted to the model."""
-
-    frame: tuple[int, ...]
-    count: int
-    note: str
 
 
 @dataclass(frozen=True)
@@ -172,10 +163,12 @@ def segment_stored(
     out: Any,
     *,
     runner: BlockRunner | None = None,
-    progress: Callable[[], object] | None = None,
+    stop: threading.Event | None = None,
     name: str = "image",
-) -> Iterator[FrameDone]:
+) -> Iterator[BlockDone | FrameFitted | FrameDone]:
     """Write instance labels of every frame of ``array`` into ``out``, frame by frame.
+
+    The block path of :class:`~napari_live_unet.engine.predictor.Predictor`.
 
     Parameters
     ----------
@@ -190,30 +183,52 @@ def segment_stored(
         block by block: local ids first, final ids 1..N per frame after each frame.
     runner : BlockRunner, optional
         Where blocks run; by default in this process.
-    progress : callable, optional
-        Called after each block.
+    stop : threading.Event, optional
+        Checked after each block; once set, the generator ends after the block in
+        flight (nothing is written after it ends; the frame in progress is left with
+        local ids, and no :class:`FrameDone` says it is complete).
     name : str
         The image, for messages.
 
     Yields
     ------
-    FrameDone
-        After each frame is complete in ``out``.
+    FrameFitted, BlockDone, FrameDone
+        Each frame's fit (decided before its first block), a :class:`BlockDone` after
+        each block (counting the blocks of all frames), and a :class:`FrameDone` (with
+        its object count; no outputs or labels) once the frame is complete in ``out``.
     """
     local = LocalBlocks(model, array, out) if runner is None else None
     runner = runner or local
     assert runner is not None
     job = plan.job
     cores = job.cores()
+    total, done = len(cores) * len(plan.frames), 0
     try:
-        for frame in plan.frames:
+        for position, frame in enumerate(plan.frames):
+            if stop is not None and stop.is_set():
+                return
             fit = survey_frame(model, array, job.layout, frame, cores, plan.options)
-            summaries = list(runner.label_frame(job, frame, fit, progress))
+            yield FrameFitted(position, fit.note, fit.adaptation)
+            summaries = []
+            blocks = runner.label_frame(job, frame, fit)
+            try:
+                for summary in blocks:
+                    if stop is not None and stop.is_set():
+                        return
+                    summaries.append(summary)
+                    done += 1
+                    yield BlockDone(done, total)
+                    if stop is not None and stop.is_set():
+                        return
+            finally:
+                close = getattr(blocks, "close", None)
+                if close is not None:  # waits for the block in flight
+                    close()
             ordered, luts, count = final_ids(summaries, job.params.min_size)
             check_label_room(count, out, name)
             runner.relabel_frame(frame, ordered, luts)
             release_freed_memory()
-            yield FrameDone(frame, count, fit.note)
+            yield FrameDone(position, frame, None, None, count)
     finally:
         if local is not None:
             local.close()

@@ -5,17 +5,15 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
-import math
-import os
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from .blockwise import default_halo, instances_blockwise
+from .blockwise import default_halo, instances_blockwise, postprocesses_in_blocks
 from .config import ModelConfig, NormalizationConfig, PostprocessConfig
 from .data import check_finite
 from .device import resolve_device
@@ -39,17 +37,9 @@ from .image_adapter import (
 )
 from .normalize import channel_percentiles
 from .postprocess import instances_from_outputs
-from .predict import (
-    MessageCallback,
-    ProgressCallback,
-    TilesDone,
-    predict_stream,
-)
+from .predict import MessageCallback, TilesDone, predict_stream
 from .unet import UNet, memory_format
 from .voxel_zoom import combined_zoom, voxel_zoom
-
-BLOCKWISE_ABOVE = 4096 * 4096
-"""Images with more pixels (voxels) than this are post-processed block by block."""
 
 
 @dataclass
@@ -253,50 +243,53 @@ class SegmentationModel:
         adapt: AdaptOptions | None = AUTO_FIT,
         tile_shape: tuple[int, ...] | None = None,
         batch_size: int = 8,
-        progress: ProgressCallback | None = None,
         on_message: MessageCallback | None = None,
-        should_stop: Callable[[], bool] | None = None,
+        stop: threading.Event | None = None,
     ) -> np.ndarray | None:
         """Foreground probability and auxiliary map, shape (2, *spatial), float16.
 
-        Returns None if ``should_stop`` ended prediction early. See
-        :meth:`predict_outputs_many` for the parameters.
+        A convenience over :class:`~napari_live_unet.engine.predictor.Predictor` (outputs
+        only, one image). Returns None if ``stop`` was set before the image was done.
+        See :meth:`predict_stream` for the parameters.
         """
-        results = self.predict_outputs_many(
-            [image],
-            channel_axis=channel_axis,
-            adapt=adapt,
-            tile_shape=tile_shape,
-            batch_size=batch_size,
-            progress=progress,
-            on_message=on_message,
-            should_stop=should_stop,
+        outputs = list(
+            self.predict_outputs_many(
+                [image],
+                channel_axis=channel_axis,
+                adapt=adapt,
+                tile_shape=tile_shape,
+                batch_size=batch_size,
+                on_message=on_message,
+                stop=stop,
+            )
         )
-        return next(results, None)
+        return outputs[0] if outputs else None
 
     def predict_outputs_many(
         self,
         images: Iterable[np.ndarray],
         *,
-        progress: ProgressCallback | None = None,
-        on_adapted: Callable[[Adaptation], None] | None = None,
+        channel_axis: int | None = None,
+        adapt: AdaptOptions | None = AUTO_FIT,
+        intensity_ranges: Iterable[tuple[np.ndarray, np.ndarray] | None] | None = None,
+        voxel_sizes: Iterable[tuple[float, ...] | None] | None = None,
+        stop: threading.Event | None = None,
         **options: Any,
     ) -> Iterator[np.ndarray]:
         """Outputs for a stream of images, in order; tiles of small images share batches.
 
-        The outputs of :meth:`predict_stream` (see it for ``options``), with its progress
-        passed to ``progress(done, total)`` and each image's :class:`Adaptation` to
-        ``on_adapted``.
+        A convenience over :class:`~napari_live_unet.engine.predictor.Predictor` (outputs
+        only): the outputs of its :class:`~.prediction_events.FrameDone` events. Use the
+        predictor itself for progress and each image's fitting. ``options`` (tiling,
+        ``on_message``, ``max_tile_bytes``) are the predictor's.
         """
-        for item in self.predict_stream(images, **options):
-            if isinstance(item, TilesDone):
-                if progress is not None:
-                    progress(item.done, item.total)
-            elif isinstance(item, Adaptation):
-                if on_adapted is not None:
-                    on_adapted(item)
-            else:
-                yield item
+        from .predictor import FrameDone, Images, Predictor
+
+        predictor = Predictor(self, adapt=adapt, postprocess=False, **options)
+        source = Images(images, channel_axis, intensity_ranges, voxel_sizes)
+        for event in predictor.run(source, stop=stop):
+            if isinstance(event, FrameDone):
+                yield event.outputs
 
     def predict_stream(
         self,
@@ -307,12 +300,17 @@ class SegmentationModel:
         tile_shape: tuple[int, ...] | None = None,
         batch_size: int = 8,
         on_message: MessageCallback | None = None,
-        should_stop: Callable[[], bool] | None = None,
+        stop: threading.Event | None = None,
         intensity_ranges: Iterable[tuple[np.ndarray, np.ndarray] | None] | None = None,
         voxel_sizes: Iterable[tuple[float, ...] | None] | None = None,
         max_tile_bytes: int | None = None,
     ) -> Iterator[np.ndarray | TilesDone | Adaptation]:
         """Outputs for a stream of images, in order, with progress as it happens.
+
+        The model's own forward pass: its fitting, flip averaging and the tiled network,
+        nothing decided about memory, blocks or post-processing. Whole frames of a
+        :class:`~napari_live_unet.engine.predictor.Predictor` and each block of its block
+        path go through here.
 
         Parameters
         ----------
@@ -324,7 +322,7 @@ class SegmentationModel:
             How to fit images to the network (channel, polarity, object diameter; default:
             automatic). None: the images are already in the network's terms (used for
             training data, which is fitted once at the start).
-        tile_shape, batch_size, on_message, should_stop, max_tile_bytes
+        tile_shape, batch_size, on_message, stop, max_tile_bytes
             As for :func:`napari_live_unet.engine.predict.predict_stream`.
         intensity_ranges : iterable of (low, high) or None, optional
             Each image's normalisation percentiles (None entries: computed from the image),
@@ -383,7 +381,7 @@ class SegmentationModel:
                 batch_size=batch_size,
                 device=self.device,
                 on_message=on_message,
-                should_stop=should_stop,
+                stop=stop,
                 max_tile_bytes=max_tile_bytes,
             ):
                 while adapted:  # the images read so far, announced before their results
@@ -417,10 +415,9 @@ class SegmentationModel:
         if zoom is None:
             zoom = self.image_zoom(diameter, voxel_size)
         params, sampling, halo = self.postprocess_plan(zoom, voxel_size, params)
-        if math.prod(outputs.shape[1:]) <= BLOCKWISE_ABOVE:
+        if not postprocesses_in_blocks(outputs.shape[1:]):
             return instances_from_outputs(outputs, self.config.mode, params, sampling=sampling)
-        # Large images: the same objects block by block, in a fraction of the memory and
-        # time (8192²: 0.6 GB and 10.7 s against 4.3 GB and 26.8 s, docs/benchmarks.md).
+        # Large images: the same objects block by block, faster (see the rule).
         block = 1024 if self.config.ndim == 2 else (64, 256, 256)
         return instances_blockwise(
             outputs, self.config.mode, params, block_shape=block, halo=halo, sampling=sampling
@@ -449,49 +446,41 @@ class SegmentationModel:
     def segment(
         self, image: np.ndarray, *, adapt: AdaptOptions | None = AUTO_FIT, **kwargs: Any
     ) -> np.ndarray:
-        """Instance labels (int32) for one image; keyword arguments go to predict_outputs."""
-        outputs = self.predict_outputs(image, adapt=adapt, **kwargs)
-        if outputs is None:  # a should_stop among kwargs ended prediction early
-            raise RuntimeError("prediction was stopped before the image was segmented")
-        return self.instances(
-            outputs,
-            diameter=adapt.diameter if adapt else None,
-            voxel_size=adapt.voxel_size if adapt else None,
-        )
+        """Instance labels (int32) for one image; a convenience over
+        :class:`~napari_live_unet.engine.predictor.Predictor` (keyword arguments as for
+        :meth:`segment_many`).
+
+        Raises
+        ------
+        RuntimeError
+            If a ``stop`` among ``kwargs`` ended prediction before the image was done.
+        """
+        results = list(self.segment_many([image], adapt=adapt, **kwargs))
+        if results:
+            return results[0][1]
+        raise RuntimeError("prediction was stopped before the image was segmented")
 
     def segment_many(
-        self, images: Iterable[np.ndarray], *, workers: int | None = None, **kwargs: Any
+        self,
+        images: Iterable[np.ndarray],
+        *,
+        workers: int | None = None,
+        channel_axis: int | None = None,
+        voxel_sizes: Iterable[tuple[float, ...] | None] | None = None,
+        stop: threading.Event | None = None,
+        **options: Any,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(outputs, labels) for a stream of images, in order.
 
-        Post-processing runs in a pool of ``workers`` threads (default: one per CPU core)
-        while the network moves on to the next images; scikit-image and scipy release the
-        GIL for most of it (1.6× on 2 cores measured). At most ``2 * workers`` images are
-        in flight, so memory stays bounded. Keyword arguments go to
-        :meth:`predict_outputs_many`.
+        A convenience over :class:`~napari_live_unet.engine.predictor.Predictor`, whose
+        post-processing runs in a pool of ``workers`` threads (default: one per CPU core)
+        while the network moves on to the next images. ``options`` (``adapt``, tiling,
+        ``on_message``) are the predictor's.
         """
-        workers = workers or os.cpu_count() or 1
-        pending: collections.deque = collections.deque()
-        # Each image's fitting is announced before its outputs: thresholds follow its zoom.
-        fitted: collections.deque[Adaptation] = collections.deque()
-        announce = kwargs.pop("on_adapted", None)
+        from .predictor import FrameDone, Images, Predictor
 
-        def on_adapted(adaptation: Adaptation) -> None:
-            fitted.append(adaptation)
-            if announce is not None:
-                announce(adaptation)
-
-        ndim = self.config.ndim
-        with ThreadPoolExecutor(workers) as pool:
-            for outputs in self.predict_outputs_many(images, on_adapted=on_adapted, **kwargs):
-                a = fitted.popleft() if fitted else None
-                zoom = combined_zoom(a.zoom, a.voxel_zoom, ndim) if a is not None else 1.0
-                voxel_size = a.voxel_size if a is not None else None
-                future = pool.submit(self.instances, outputs, zoom=zoom, voxel_size=voxel_size)
-                pending.append((outputs, future))
-                if len(pending) >= 2 * workers:
-                    outputs, future = pending.popleft()
-                    yield outputs, future.result()
-            while pending:
-                outputs, future = pending.popleft()
-                yield outputs, future.result()
+        predictor = Predictor(self, workers=workers, **options)
+        source = Images(images, channel_axis, voxel_sizes=voxel_sizes)
+        for event in predictor.run(source, stop=stop):
+            if isinstance(event, FrameDone):
+                yield event.outputs, event.labels

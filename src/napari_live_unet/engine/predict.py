@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ import torch
 from .device import autocast, autocast_dtype
 from .errors import InputError
 from .normalize import channel_percentiles
+from .prediction_events import TilesDone
 from .tile_plan import (
     SizeMultiple,
     Tiling,
@@ -24,36 +25,9 @@ from .tile_plan import (
 )
 from .unet import activate, memory_format
 
-ProgressCallback = Callable[[int, int], None]
 MessageCallback = Callable[[str], None]
 
-
-@dataclass(frozen=True)
-class TilesDone:
-    """Progress of a tiled prediction: ``done`` tiles of the ``total`` planned so far."""
-
-    done: int
-    total: int
-
-
-def predict_outputs_many(
-    network: torch.nn.Module,
-    images: Iterable[np.ndarray],
-    *,
-    progress: ProgressCallback | None = None,
-    **options,
-) -> Iterator[np.ndarray]:
-    """Outputs of :func:`predict_stream`, with its progress reported to ``progress``.
-
-    ``progress(done, total)`` is called after each batch of tiles; ``options`` are those of
-    :func:`predict_stream`.
-    """
-    for item in predict_stream(network, images, **options):
-        if isinstance(item, TilesDone):
-            if progress is not None:
-                progress(item.done, item.total)
-        else:
-            yield item
+__all__ = ["MessageCallback", "TilesDone", "predict_stream"]
 
 
 def predict_stream(
@@ -69,7 +43,7 @@ def predict_stream(
     device: torch.device | str = "cpu",
     out_dtype: np.dtype | type = np.float16,
     on_message: MessageCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    stop: threading.Event | None = None,
     max_tile_bytes: int | None = None,
 ) -> Iterator[np.ndarray | TilesDone]:
     """Run the network tile by tile over a stream of channel-first images.
@@ -111,8 +85,8 @@ def predict_stream(
         Storage type of the result (float16 halves memory; values are in [0, 1]).
     on_message : callable(str), optional
         Receives notices such as out-of-memory retries.
-    should_stop : callable() -> bool, optional
-        Checked between batches; when it returns True, the stream ends early.
+    stop : threading.Event, optional
+        Checked between batches; once it is set, the stream ends early.
     max_tile_bytes : int, optional
         Working memory one forward pass may take (replaces the budget from the free
         memory, so that a caller under a memory cap can share it out).
@@ -153,7 +127,7 @@ def predict_stream(
 
     def run_pending() -> Iterator[np.ndarray | TilesDone]:
         nonlocal batch_size, done
-        if should_stop is not None and should_stop():
+        if stop is not None and stop.is_set():
             raise _Stopped
         batch = np.stack([_read_tile(job.image, start, job.tile) for job, start in pending])
         low = torch.cat([job.low for job, _ in pending])

@@ -131,7 +131,7 @@ def with_doubt(
             before = extra
             # Each flip predicted once: a model that averages flips would make them alike.
             for item in model.without_flip_average().predict_stream(
-                copies, channel_axis=plan.channel_axis, adapt=adapt, should_stop=stop.is_set
+                copies, channel_axis=plan.channel_axis, adapt=adapt, stop=stop
             ):
                 if isinstance(item, TilesDone):
                     extra = before + item.done

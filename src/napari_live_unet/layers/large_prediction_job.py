@@ -18,7 +18,6 @@ the block path for the predict widget.
 from __future__ import annotations
 
 import dataclasses
-import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,14 +25,22 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.block_plan import FrameLayout, default_chunks
+from ..engine.block_plan import FrameLayout
 from ..engine.config import PostprocessConfig
 from ..engine.errors import InputError, MemoryLimitError
 from ..engine.image_adapter import AdaptOptions
-from ..engine.large_image import FrameDone, ImagePlan, plan_image, segment_stored
+from ..engine.large_image import ImagePlan
 from ..engine.memory_budget import MemoryBudget
 from ..engine.memory_estimate import format_bytes
 from ..engine.model import SegmentationModel
+from ..engine.predictor import (
+    BlockDone,
+    FrameDone,
+    FrameFitted,
+    LabelsSink,
+    Predictor,
+    StoredFrames,
+)
 from . import prediction_result
 from .prediction_job import (
     FramePlan,
@@ -114,10 +121,10 @@ def plan_blocks(
     ``budget`` (:func:`viewer_budget`), and the spatial chunks of its labels; None when
     each frame fits whole.
 
-    A frame goes block by block when it does not fit whole
-    (:meth:`~napari_live_unet.engine.memory_budget.MemoryBudget.fits_whole`), the CLI's
-    rule. Output chunks start at the CLI's default and are halved until a block with its
-    margins fits (``plan_image(fit_chunks=True)``).
+    A frame goes block by block when the predictor says so
+    (:meth:`~napari_live_unet.engine.predictor.Predictor.whole`: it does not fit the
+    budget whole), the CLI's rule. Output chunks start at the CLI's default and are
+    halved until a block with its margins fits (``plan_image(fit_chunks=True)``).
 
     Raises
     ------
@@ -126,25 +133,18 @@ def plan_blocks(
         the viewer: :func:`memory_message`).
     """
     layout = frame_layout(plan, model.config.ndim, name)
-    shape = tuple(int(s) for s in data.shape)
-    if budget.fits_whole(plan.spatial, layout.n_channels(shape)):
-        return None
+    source = StoredFrames(data, layout, f"'{name}'")
     try:
-        image_plan = plan_image(
-            model,
-            shape,
-            layout,
-            budget,
-            default_chunks(plan.spatial),
+        image_plan = Predictor(model, memory=budget, adapt=adapt).plan(
+            source,
             read_chunks=storage_chunks(data, layout),
-            itemsize=np.dtype(data.dtype).itemsize,
-            adapt=adapt,
             voxel_size=adapt.voxel_size,
-            name=f"'{name}'",
             fit_chunks=True,
         )
     except InputError as exc:
         raise InputError(memory_message(exc, name, budget.result_bytes)) from exc
+    if image_plan is None:
+        return None
     chunks = tuple(min(c, s) for c, s in zip(image_plan.chunks, plan.spatial, strict=True))
     return image_plan, chunks
 
@@ -176,14 +176,6 @@ def new_block_result(
     )
 
 
-class _Stopped(Exception):
-    """Raised from the progress callback to end ``segment_stored`` between blocks."""
-
-
-_END = object()
-_BLOCK = object()
-
-
 def block_prediction_job(
     model: SegmentationModel,
     data: Any,
@@ -198,52 +190,25 @@ def block_prediction_job(
     a worker.
 
     Yields :class:`PredictionProgress` after each block (of all frames' blocks), then
-    :class:`InputFitted` and :class:`FrameWritten` as each frame is complete. Ends early,
-    after the block in progress, once ``stop`` is set. ``segment_stored`` runs in a helper
-    thread so that its per-block progress callback can become events here; the job ends
-    only after that thread.
+    :class:`InputFitted` and :class:`FrameWritten` as each frame is complete: the events of
+    :meth:`~napari_live_unet.engine.predictor.Predictor.run`, yielded in the worker's
+    thread. Ends early, after the block in progress, once ``stop`` is set; nothing is
+    written to the store after the job has ended.
     """
     if device is not None and model.device.type != device:
         model.to(device)
-    out = store.open()
-    total = image_plan.blocks_per_frame * len(image_plan.frames)
-    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    abandoned = threading.Event()  # this generator was closed: the thread ends too
-
-    def progress() -> None:
-        if stop.is_set() or abandoned.is_set():
-            raise _Stopped
-        events.put(_BLOCK)
-
-    def run() -> None:
-        try:
-            for done in segment_stored(model, data, image_plan, out, progress=progress, name=name):
-                events.put(done)
-        except _Stopped:
-            pass
-        except BaseException as exc:  # handed to the worker, which reports it
-            events.put(exc)
-        finally:
-            events.put(_END)
-
-    threading.Thread(target=run, name=f"live-unet blocks of {name}", daemon=True).start()
-    done = 0
-    try:
-        # Once stopped, events are dropped until the thread ends (after its block): the
-        # store is not written to after the job has ended.
-        while (item := events.get()) is not _END:
-            if isinstance(item, BaseException):
-                raise item
-            if stop.is_set():
-                continue
-            if item is _BLOCK:
-                done += 1
-                yield PredictionProgress(done, total)
-            elif isinstance(item, FrameDone):
-                yield InputFitted(item.note)
-                yield FrameWritten(plan.position(item.frame), item.count)
-    finally:
-        abandoned.set()  # closed early (not stopped): the thread ends at its next block
+    layout = frame_layout(plan, model.config.ndim, name)
+    source = StoredFrames(data, layout, name)
+    predictor = Predictor(model, memory=None, adapt=image_plan.options)
+    note = ""
+    for event in predictor.run(source, LabelsSink(store.open()), stop, plan=image_plan):
+        if isinstance(event, BlockDone):
+            yield PredictionProgress(event.done, event.total)
+        elif isinstance(event, FrameFitted):
+            note = event.note
+        elif isinstance(event, FrameDone):
+            yield InputFitted(note)
+            yield FrameWritten(plan.position(event.index), event.count)
 
 
 def start_prediction(

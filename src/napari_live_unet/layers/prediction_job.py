@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.blockwise import postprocesses_in_blocks
 from ..engine.config import ModelConfig, PostprocessConfig
 from ..engine.errors import InputError
-from ..engine.image_adapter import AUTO_FIT, Adaptation, AdaptOptions
-from ..engine.model import BLOCKWISE_ABOVE, SegmentationModel
+from ..engine.image_adapter import AUTO_FIT, AdaptOptions
+from ..engine.model import SegmentationModel
 from ..engine.output_cache import FrameOutputCache
-from ..engine.predict import TilesDone
+from ..engine.predictor import FrameDone, FrameFitted, Images, Predictor, TilesDone
 from .prediction_result import (
     CACHE_BYTES_PER_PIXEL,
     LabelStack,
@@ -221,7 +222,10 @@ def prediction_job(
     :class:`FramePredicted` per frame, in order. ``adapt`` says how frames are fitted to
     the model (None: they are in its terms already); ``params`` are applied as
     :meth:`SegmentationModel.instances` applies them with ``adapt.diameter`` (large frames
-    block by block). Ends early once ``stop`` is set (checked between batches of tiles).
+    block by block). Frames are predicted whole by a
+    :class:`~napari_live_unet.engine.predictor.Predictor` (outputs only: post-processing
+    here keeps its caches). Ends early once ``stop`` is set (checked between batches of
+    tiles).
 
     Frames are read one at a time with ``np.asarray(data[index])``, so a lazy (dask, zarr)
     array is computed frame by frame, in the worker. With an ``outputs`` cache, each
@@ -232,7 +236,7 @@ def prediction_job(
     """
     pixels = max(1, math.prod(plan.spatial))
     per_frame = pixels * CACHE_BYTES_PER_PIXEL
-    cache_frames = 0 if pixels > BLOCKWISE_ABOVE else cache_bytes // per_frame
+    cache_frames = 0 if postprocesses_in_blocks(plan.spatial) else cache_bytes // per_frame
     read = 0
     zoom = model.image_zoom(adapt.diameter, adapt.voxel_size) if adapt is not None else 1.0
     sampling = (adapt.voxel_size if adapt is not None else None) or model.config.voxel_size
@@ -247,19 +251,18 @@ def prediction_job(
 
     if device is not None and model.device.type != device:
         model.to(device)
-    stream = model.predict_stream(
-        frames(), channel_axis=plan.channel_axis, adapt=adapt, should_stop=stop.is_set
-    )
+    predictor = Predictor(model, adapt=adapt, postprocess=False)
+    source = Images(frames(), channel_axis=plan.channel_axis)
     indices = plan.frames()
-    position = 0
-    for item in stream:
-        if isinstance(item, TilesDone):
+    for event in predictor.run(source, stop=stop):
+        if isinstance(event, TilesDone):
             # The engine counts the tiles of the frames read so far; frames are alike.
-            total = round(item.total * plan.n_frames / max(1, read))
-            yield PredictionProgress(item.done, max(item.done, total))
-        elif isinstance(item, Adaptation):
-            yield InputFitted(item.describe())
-        else:
+            total = round(event.total * plan.n_frames / max(1, read))
+            yield PredictionProgress(event.done, max(event.done, total))
+        elif isinstance(event, FrameFitted):
+            yield InputFitted(event.note)
+        elif isinstance(event, FrameDone):
+            item, position = event.outputs, event.position
             cache: dict | None = {} if position < cache_frames else None
             mode = model.config.mode
             labels = frame_instances(item, params, mode, zoom, ndim, sampling, cache, model)
@@ -267,7 +270,6 @@ def prediction_job(
                 outputs.put(position, item)
             kept = item if outputs is None else None
             yield FramePredicted(next(indices), kept, labels, cache, position)
-            position += 1
             if stop.is_set():
                 return
 
