@@ -152,6 +152,28 @@ def test_threshold_change_updates_labels_without_running_the_network(setup, qtbo
     assert "object" in widget.status.text()
 
 
+def test_thresholds_set_back_before_the_delay_do_not_post_process_again(setup, qtbot, monkeypatch):
+    """A threshold changed and set back (or changed just before predicting) leaves the
+    labels as they were: the delayed request finds nothing to do."""
+    from napari_live_unet.widgets import predict as predict_module
+
+    model = tiny_model()
+    _, truth = synthetic_nuclei((64, 64), n=6, seed=3)
+    model.predict_stream = FakeNetwork(lambda image: truth)
+    viewer, widget = setup(model)
+    layer = viewer.add_image(np.zeros((64, 64), np.float32), name="img")
+    run_prediction(qtbot, widget, layer)
+    relabelled = []
+    real = predict_module.relabel_job
+    monkeypatch.setattr(predict_module, "relabel_job", lambda *a: relabelled.append(1) or real(*a))
+    before = widget.min_size.value()
+    widget.min_size.setValue(before + 7)
+    widget.min_size.setValue(before)  # back, before the delay runs out
+    wait_idle(qtbot, widget)
+    assert relabelled == []
+    assert viewer.layers["img predictions"].data.max() == truth.max()
+
+
 def start_slow_prediction(setup, qtbot, name):
     """A widget predicting a 32×32 image with a network that takes 5 s unless stopped."""
     model = tiny_model()

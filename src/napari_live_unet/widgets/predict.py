@@ -319,7 +319,10 @@ class PredictWidget(QWidget):
             self._relabel.request_stop()
             return
         self._relabel_again = False
-        params, labels = self.params(), LabelStack(result.plan)
+        params = self.params()
+        if params == result.params:  # the labels were made with these thresholds
+            return
+        labels = LabelStack(result.plan)
         self._relabel.start(
             lambda stop: relabel_job(result, params, stop),
             lambda event: labels.put(event.position, event.labels),
