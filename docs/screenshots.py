@@ -21,9 +21,9 @@ import napari
 import numpy as np
 from qtpy.QtWidgets import QApplication, QScrollArea
 
+from napari_live_unet.app.current_model import current_model
 from napari_live_unet.engine.builtin_models import STARTER_MODEL, load_model_source
 from napari_live_unet.engine.sample_data import load_sample
-from napari_live_unet.layers.current_model import current_model
 from napari_live_unet.layers.doubt_layer import camera_of
 from napari_live_unet.widgets.annotate import AnnotateWidget
 from napari_live_unet.widgets.predict import PredictWidget

@@ -134,7 +134,7 @@ def predict_one(network, image, low=None, high=None, progress=None, **kwargs):
 @pytest.fixture
 def no_current_model():
     """The widgets' shared current model starts and ends each test empty."""
-    from napari_live_unet.layers.current_model import current_model
+    from napari_live_unet.app.current_model import current_model
 
     current_model.set(None, "")
     yield current_model

@@ -8,9 +8,9 @@ import socket
 import numpy as np
 import pytest
 
+from napari_live_unet.app.current_model import current_model
 from napari_live_unet.engine.bmz.output_roles import OutputRoles
 from napari_live_unet.engine.bmz.package_reader import load_bmz_package
-from napari_live_unet.layers.current_model import current_model
 from napari_live_unet.widgets import model_file_actions
 from napari_live_unet.widgets.train import TrainState
 

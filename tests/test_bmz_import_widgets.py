@@ -6,10 +6,10 @@ import zipfile
 import numpy as np
 import pytest
 
+from napari_live_unet.app.current_model import current_model
 from napari_live_unet.engine import ModelConfig, SegmentationModel
 from napari_live_unet.engine.bmz.output_roles import OutputRoles
 from napari_live_unet.engine.metrics import match_counts
-from napari_live_unet.layers.current_model import current_model
 from napari_live_unet.layers.model_reader import get_reader
 from napari_live_unet.widgets import model_chooser
 from napari_live_unet.widgets.output_roles_dialog import OutputRolesDialog

@@ -10,10 +10,10 @@ import pytest
 from qtpy.QtCore import Qt
 from scipy import ndimage as ndi
 
+from napari_live_unet.app import doubt_job
+from napari_live_unet.app.current_model import current_model
 from napari_live_unet.engine import ModelConfig, SegmentationModel
 from napari_live_unet.engine.predict import TilesDone
-from napari_live_unet.layers import doubt_job
-from napari_live_unet.layers.current_model import current_model
 from napari_live_unet.layers.doubt_layer import DoubtEntry, camera_of, focus_on
 from napari_live_unet.widgets.doubt_list import EMPTY, OFF
 from napari_live_unet.widgets.predict import PredictWidget

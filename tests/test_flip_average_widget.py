@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from napari_live_unet.app.current_model import current_model
 from napari_live_unet.engine import ModelConfig, SegmentationModel
-from napari_live_unet.layers.current_model import current_model
 from napari_live_unet.widgets.predict import PredictWidget
 
 from .conftest import synthetic_nuclei

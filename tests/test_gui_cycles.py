@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QThreadPool
 
+from napari_live_unet.app.current_model import current_model
 from napari_live_unet.engine import ModelConfig, SegmentationModel
-from napari_live_unet.layers.current_model import current_model
 from napari_live_unet.widgets.predict import PredictState, PredictWidget
 from napari_live_unet.widgets.train import TrainState, TrainWidget
 

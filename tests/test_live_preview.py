@@ -4,8 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from napari_live_unet.engine.config import ModelConfig
-from napari_live_unet.layers.visible_crop import (
+from napari_live_unet.app.visible_crop import (
     MIN_CONTEXT,
     PreviewWindow,
     VisibleCrop,
@@ -14,6 +13,7 @@ from napari_live_unet.layers.visible_crop import (
     visible_window,
     volume_window,
 )
+from napari_live_unet.engine.config import ModelConfig
 
 
 def test_window_is_capped_around_the_view_centre():

@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
+from napari_live_unet.app import large_prediction_job, prediction_result
 from napari_live_unet.cli import predict_command
 from napari_live_unet.engine import memory_budget
 from napari_live_unet.engine.block_plan import block_bytes
@@ -22,7 +23,6 @@ from napari_live_unet.engine.memory_budget import (
     smallest_limit,
     viewer_memory_cap,
 )
-from napari_live_unet.layers import large_prediction_job, prediction_result
 
 MB = 2**20
 GB = 2**30
@@ -180,10 +180,10 @@ def test_a_floor_for_labels_corrected_by_hand_and_uint32_before_the_count_is_kno
 
 
 def test_every_former_rule_uses_it(tmp_path):
+    from napari_live_unet.app.prediction_job import plan_frames
+    from napari_live_unet.app.stored_labels import StoredLabels
     from napari_live_unet.engine import io
     from napari_live_unet.engine.tiff_labels import TiffLabelsWriter
-    from napari_live_unet.layers.prediction_job import plan_frames
-    from napari_live_unet.layers.stored_labels import StoredLabels
 
     assert not hasattr(io, "smallest_label_dtype")  # the one rule is label_dtype
     # The predictions layer (engine rule, at least uint16) ...

@@ -6,11 +6,11 @@ import threading
 import numpy as np
 import pytest
 
+from napari_live_unet.app import prediction_result
+from napari_live_unet.app.current_model import current_model
 from napari_live_unet.engine.metrics import match_counts
 from napari_live_unet.engine.output_cache import FrameOutputCache
 from napari_live_unet.engine.temp_store import wait_for_removals
-from napari_live_unet.layers import prediction_result
-from napari_live_unet.layers.current_model import current_model
 from napari_live_unet.widgets.predict import PredictWidget
 
 from .conftest import synthetic_nuclei

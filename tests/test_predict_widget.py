@@ -9,12 +9,12 @@ import pytest
 from scipy import ndimage as ndi
 
 import napari_live_unet
+from napari_live_unet.app.current_model import current_model
 from napari_live_unet.engine import ModelConfig, PostprocessConfig, SegmentationModel, save_model
 from napari_live_unet.engine.image_adapter import InputSpec, estimate_diameter
 from napari_live_unet.engine.predict import TilesDone
 from napari_live_unet.engine.sample_data import load_sample
 from napari_live_unet.engine.targets import normalized_distance
-from napari_live_unet.layers.current_model import current_model
 from napari_live_unet.widgets.predict import PredictState, PredictWidget
 
 from .conftest import synthetic_nuclei

@@ -5,14 +5,8 @@ import threading
 import numpy as np
 import pytest
 
-from napari_live_unet.engine import InputError, ModelConfig, PostprocessConfig, SegmentationModel
-from napari_live_unet.engine.image_adapter import AdaptOptions, InputSpec
-from napari_live_unet.engine.memory_budget import MemoryBudget
-from napari_live_unet.engine.output_cache import FrameOutputCache
-from napari_live_unet.engine.targets import normalized_distance
-from napari_live_unet.engine.temp_store import wait_for_removals
-from napari_live_unet.layers.jobs import JobFailed, failures_as_events
-from napari_live_unet.layers.prediction_job import (
+from napari_live_unet.app.jobs import JobFailed, failures_as_events
+from napari_live_unet.app.prediction_job import (
     FramePredicted,
     InputFitted,
     LabelStack,
@@ -23,6 +17,12 @@ from napari_live_unet.layers.prediction_job import (
     prediction_job,
     relabel_job,
 )
+from napari_live_unet.engine import InputError, ModelConfig, PostprocessConfig, SegmentationModel
+from napari_live_unet.engine.image_adapter import AdaptOptions, InputSpec
+from napari_live_unet.engine.memory_budget import MemoryBudget
+from napari_live_unet.engine.output_cache import FrameOutputCache
+from napari_live_unet.engine.targets import normalized_distance
+from napari_live_unet.engine.temp_store import wait_for_removals
 
 
 def cache_of(frames, max_bytes=2**30):
@@ -321,17 +321,15 @@ def nuclei_frame(shape):
     ],
 )
 def test_a_layer_plan_gives_the_block_layout(shape, rgb, config, channel, axes):
-    from napari_live_unet.layers.large_prediction_job import frame_layout
-
     plan = plan_frames(shape, rgb, config, "image", channel)
-    layout = frame_layout(plan, config.ndim)
+    layout = plan.layout
     assert layout.axes == axes
     assert layout.spatial_shape(shape) == plan.spatial
     assert [f for f in layout.frames(shape)] == list(plan.frames())
 
 
 def test_only_frames_beyond_the_memory_cap_go_block_by_block():
-    from napari_live_unet.layers.large_prediction_job import plan_blocks
+    from napari_live_unet.app.large_prediction_job import plan_blocks
 
     model = pixel_model()
     image = np.zeros((1024, 1024), np.uint8)
@@ -358,7 +356,7 @@ def test_only_frames_beyond_the_memory_cap_go_block_by_block():
 
 
 def run_block_job(model, data, cap, stop=None, on_event=None):
-    from napari_live_unet.layers.large_prediction_job import (
+    from napari_live_unet.app.large_prediction_job import (
         block_prediction_job,
         new_block_result,
         plan_blocks,
@@ -382,8 +380,8 @@ def run_block_job(model, data, cap, stop=None, on_event=None):
 
 
 def test_a_block_job_writes_each_frame_with_progress_per_block():
+    from napari_live_unet.app.large_prediction_job import FrameWritten
     from napari_live_unet.engine.metrics import match_counts
-    from napari_live_unet.layers.large_prediction_job import FrameWritten
 
     model = pixel_model()
     series = np.stack([nuclei_frame((512, 512)), nuclei_frame((512, 512))[::-1].copy()])
@@ -415,7 +413,7 @@ def test_a_block_job_writes_each_frame_with_progress_per_block():
 
 
 def test_a_block_job_stops_between_blocks():
-    from napari_live_unet.layers.large_prediction_job import FrameWritten
+    from napari_live_unet.app.large_prediction_job import FrameWritten
 
     stop = threading.Event()
 

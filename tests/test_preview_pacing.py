@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from napari_live_unet.layers.preview_pacing import PreviewPacing
+from napari_live_unet.app.preview_pacing import PreviewPacing
 
 
 def _wait_in_thread(pacing: PreviewPacing, should_stop=None):

@@ -10,10 +10,10 @@ import pytest
 import tifffile
 import torch
 
+from napari_live_unet.app.current_model import current_model
 from napari_live_unet.cli import main
 from napari_live_unet.engine.content_hash import array_sha256
 from napari_live_unet.engine.model_file import load_model
-from napari_live_unet.layers.current_model import current_model
 from napari_live_unet.widgets.train import TrainWidget
 
 from .conftest import synthetic_nuclei

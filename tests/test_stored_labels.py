@@ -4,8 +4,8 @@ import gc
 
 import numpy as np
 
+from napari_live_unet.app.stored_labels import StoredLabels
 from napari_live_unet.engine.temp_store import wait_for_removals
-from napari_live_unet.layers.stored_labels import StoredLabels
 
 
 def test_closing_removes_the_labels_off_the_calling_thread(tmp_path, blocked_removal):

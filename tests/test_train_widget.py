@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QEvent, QThreadPool, QTimer
 
+from napari_live_unet.app.current_model import current_model
+from napari_live_unet.app.preview_pacing import PreviewPacing
 from napari_live_unet.engine import ModelConfig, SegmentationModel
 from napari_live_unet.engine.image_adapter import estimate_diameter
 from napari_live_unet.engine.model_file import load_model, save_model
-from napari_live_unet.layers.current_model import current_model
-from napari_live_unet.layers.preview_pacing import PreviewPacing
 from napari_live_unet.widgets import job_runner
 from napari_live_unet.widgets import train as train_module
 from napari_live_unet.widgets.close_question import WhileTraining

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_live_unet.layers.current_model import current_model
+from napari_live_unet.app.current_model import current_model
 from napari_live_unet.widgets.annotate import AnnotateWidget
 from napari_live_unet.widgets.predict import PredictWidget
 from napari_live_unet.widgets.train import TrainWidget

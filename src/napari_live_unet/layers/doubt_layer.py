@@ -18,9 +18,9 @@ from .layer_pairs import find_layer
 from .prediction_layers import geometry, layer_names, set_layer
 
 if TYPE_CHECKING:
+    from ..app.prediction_job import FramePlan, PredictionResult
     from ..engine.doubt import DoubtReport, ObjectDoubt
     from ..engine.output_cache import FrameOutputCache
-    from .prediction_job import FramePlan, PredictionResult
 
 DOUBT_SUFFIX = " doubt"
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ..app.current_model import current_model
 from ..engine.bmz.package_reader import is_bmz_package
 from ..engine.builtin_models import load_model_source
 from ..engine.errors import InputError
 from ..engine.model_file import MODEL_SUFFIXES, PACKAGE_SUFFIX
-from .current_model import current_model
 
 
 def get_reader(path: str | list[str]) -> Callable[[str], list[tuple]] | None:

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 from napari.layers import Image, Labels, Shapes
 
+from ..app.prediction_result import PredictionResult
 from ..engine.regions import role_mask
 from .layer_pairs import PREDICTIONS_SUFFIX, REGIONS_SUFFIX, find_layer
-from .prediction_job import PredictionResult
 from .shape_regions import Box, boxes_from_shapes, frame_box, regions_from_shapes, view_box
 
 COPY_REGION_CHOICES = (
@@ -151,3 +151,15 @@ def region_masks(
         role_mask(regions, labels_shape, spatial_ndim, "val"),
         role_mask(regions, labels_shape, spatial_ndim, "train"),
     )
+
+
+def release_result(viewer: Any, result: PredictionResult | None) -> None:
+    """Free what a replaced result holds on disk (stored labels) unless a layer of
+    ``viewer`` still shows it."""
+    if result is not None:
+        result.release_unless_shown(lambda array: any(_shows(lay, array) for lay in viewer.layers))
+
+
+def _shows(layer: Any, array: Any) -> bool:
+    """Whether ``layer`` shows ``array`` (itself, or as the first level of a pyramid)."""
+    return layer.data is array or (getattr(layer, "multiscale", False) and layer.data[0] is array)

@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 from napari.layers import Image, Labels
 
-from .layer_pairs import LIVE_PREVIEW_SUFFIX, spatial_shape
-from .visible_crop import (
+from ..app.visible_crop import (
     MAX_PREVIEW_VOXELS,
     MIN_CONTEXT,
     PreviewWindow,
@@ -21,6 +20,7 @@ from .visible_crop import (
     visible_window,
     volume_window,
 )
+from .layer_pairs import LIVE_PREVIEW_SUFFIX, spatial_shape
 
 
 def preview_layer(viewer: Any, image: Image) -> Labels:

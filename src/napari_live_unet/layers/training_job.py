@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..app.preview_pacing import PreviewPacing
 from ..engine import events as ev
 from ..engine.annotation_check import sparse_annotations
 from ..engine.annotation_set import REGIONS_FILE
@@ -34,7 +35,6 @@ from ..engine.run_record import RunRecorder, recorded, start_entry
 from ..engine.train import PreviewHook, train
 from ..engine.training_images import TrainingImage, folder_images, training_pairs
 from .layer_pairs import layer_image_data, spatial_shape
-from .preview_pacing import PreviewPacing
 from .shape_regions import regions_from_shapes
 from .voxel_size import layer_voxel_size
 

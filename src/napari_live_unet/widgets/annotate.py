@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..app.jobs import one_shot
 from ..engine.annotation_set import load_annotation_set, save_annotation_set
 from ..engine.errors import InputError
 from ..layers.annotation_layers import (
@@ -28,7 +29,6 @@ from ..layers.annotation_layers import (
     annotated_item,
     annotation_counts,
 )
-from ..layers.jobs import one_shot
 from ..layers.layer_pairs import (
     REGIONS_SUFFIX,
     find_layer,

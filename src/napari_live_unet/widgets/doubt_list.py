@@ -1,7 +1,7 @@
 """Where to correct next: the objects of the last prediction that the model doubts most.
 
 A section of the Predict dock. With each prediction the worker also predicts flipped
-copies of the image (:mod:`~napari_live_unet.layers.doubt_job`); when it is done, the doubt
+copies of the image (:mod:`~napari_live_unet.app.doubt_job`); when it is done, the doubt
 map goes into the ``<image> doubt`` layer and the objects into a ranked table. Clicking a
 row (or N / Shift+N in the viewer, or the arrow keys in the table) centres the view on the
 object, moves the sliders to its plane and frame, and selects its label in the predictions
@@ -33,8 +33,9 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from ..app.doubt_job import FrameDoubt, Job, doubt_skip_reason, rescore_job, with_doubt
+from ..app.prediction_job import PredictionResult
 from ..engine.output_cache import FrameOutputCache
-from ..layers.doubt_job import FrameDoubt, Job, doubt_skip_reason, rescore_job, with_doubt
 from ..layers.doubt_layer import (
     DoubtEntry,
     DoubtSet,
@@ -43,7 +44,6 @@ from ..layers.doubt_layer import (
     show_doubt_map,
 )
 from ..layers.layer_pairs import find_layer
-from ..layers.prediction_job import PredictionResult
 from ..layers.prediction_layers import layer_names
 from .job_runner import JobEnd, JobOutcome, JobRunner
 from .widget_lifetime import connect_while_alive

@@ -23,9 +23,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..app.jobs import one_shot
 from ..engine.errors import InputError
 from ..engine.image_adapter import AdaptOptions, estimate_diameter
-from ..layers.jobs import one_shot
 from ..layers.layer_pairs import layer_image_data
 from .job_runner import JobRunner
 

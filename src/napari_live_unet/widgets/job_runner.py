@@ -1,4 +1,4 @@
-"""The main-thread half of the worker contract (:mod:`napari_live_unet.layers.jobs`).
+"""The main-thread half of the worker contract (:mod:`napari_live_unet.app.jobs`).
 
 Every job a widget runs (train, predict, load a model, save, count objects) goes through a
 :class:`JobRunner`: it starts the job's generator in a napari thread worker, hands each
@@ -22,7 +22,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, Signal  # pyright: ignore[reportPrivateImportUsage]
 from qtpy.QtWidgets import QWidget
 
-from ..layers.jobs import JobFailed, failures_as_events
+from ..app.jobs import JobFailed, failures_as_events
 from .widget_lifetime import on_window_close
 
 

@@ -6,11 +6,11 @@ import numpy as np
 from napari.layers import Image
 from qtpy.QtCore import QObject, QTimer
 
+from ..app.preview_pacing import PreviewPacing
+from ..app.visible_crop import PreviewWindow, VisibleCrop, preview_context
 from ..engine.config import ModelConfig
 from ..layers.layer_pairs import layer_image_data
 from ..layers.preview_layer import preview_layer, show_preview, visible_window_of
-from ..layers.preview_pacing import PreviewPacing
-from ..layers.visible_crop import PreviewWindow, VisibleCrop, preview_context
 
 
 class LivePreviewController(QObject):

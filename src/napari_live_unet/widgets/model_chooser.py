@@ -13,12 +13,12 @@ from pathlib import Path
 from qtpy.QtCore import Signal  # pyright: ignore[reportPrivateImportUsage]
 from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QVBoxLayout, QWidget
 
+from ..app.current_model import current_model, describe_model
+from ..app.jobs import Done, one_shot
 from ..engine.bmz.output_roles import OutputRoles
 from ..engine.bmz.package_reader import OutputRolesNeeded
 from ..engine.builtin_models import builtin_model_names, builtin_model_path, load_model_source
 from ..engine.model_file import MODEL_SUFFIX, MODEL_SUFFIXES, PACKAGE_SUFFIX
-from ..layers.current_model import current_model, describe_model
-from ..layers.jobs import Done, one_shot
 from .job_runner import JobEnd, JobOutcome, JobRunner
 from .output_roles_dialog import ask_output_roles
 from .widget_lifetime import connect_while_alive

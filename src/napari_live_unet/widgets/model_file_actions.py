@@ -12,9 +12,9 @@ from pathlib import Path
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QPushButton, QWidget
 
+from ..app.current_model import current_model
+from ..app.jobs import Done, one_shot
 from ..engine.model_file import MODEL_SUFFIX, PACKAGE_SUFFIX, save_model
-from ..layers.current_model import current_model
-from ..layers.jobs import Done, one_shot
 from .job_runner import JobRunner
 from .model_chooser import SAVE_FILTER
 

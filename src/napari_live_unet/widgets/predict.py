@@ -22,23 +22,20 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..engine.config import PostprocessConfig
-from ..engine.device import available_devices
-from ..engine.errors import InputError
-from ..layers.current_model import current_model
-from ..layers.large_prediction_job import FrameWritten, release_result, start_prediction
-from ..layers.layer_pairs import ground_truth_of, layer_choices, layer_image_data
-from ..layers.prediction_job import (
-    FramePredicted,
-    InputFitted,
+from ..app.current_model import current_model
+from ..app.large_prediction_job import start_prediction
+from ..app.prediction_job import (
     LabelStack,
     PredictionProgress,
     PredictionResult,
     plan_frames,
     relabel_job,
 )
-from ..layers.prediction_layers import layer_names, show_labels, show_outputs
-from ..layers.stored_labels import COPY_NOT_AVAILABLE, OUTPUTS_NOT_KEPT
+from ..engine.config import PostprocessConfig
+from ..engine.device import available_devices
+from ..engine.errors import InputError
+from ..layers.layer_pairs import ground_truth_of, layer_choices, layer_image_data
+from ..layers.prediction_layers import layer_names, release_result, show_labels, show_outputs
 from ..layers.voxel_size import layer_voxel_size
 from .copy_controls import CopyControls
 from .doubt_list import DoubtList
@@ -232,8 +229,7 @@ class PredictWidget(QWidget):
         self._pending, self._image_layer = pending, layer
         self._jobs.start(job, self._on_predict_event, self._on_predict_end)
         self.progress.setRange(0, 0)
-        how = " block by block" if pending.blockwise else ""
-        self._say(f"Predicting '{layer.name}' ({plan.n_frames} frame(s)){how}…")
+        self._say(f"Predicting '{layer.name}' ({plan.n_frames} frame(s)){pending.method_note}…")
         self._set_state(PredictState.PREDICTING)
         return True
 
@@ -259,13 +255,8 @@ class PredictWidget(QWidget):
         if isinstance(event, PredictionProgress):
             self.progress.setRange(0, max(1, event.total))
             self.progress.setValue(event.done)
-        elif isinstance(event, FramePredicted):
-            pending.labels.put(event.position, event.labels)
-            pending.caches.append(event.cache)
-        elif isinstance(event, FrameWritten):
-            pending.labels.put_count(event.position, event.count)
-        elif isinstance(event, InputFitted) and event.text not in pending.adaptations:
-            pending.adaptations.append(event.text)
+        else:
+            pending.apply(event)  # frame labels, counts, how a frame was fitted
 
     def _on_predict_end(self, end: JobEnd) -> None:
         pending, layer = self._pending, self._image_layer
@@ -298,7 +289,7 @@ class PredictWidget(QWidget):
         self._stop_reason = ""
 
     def _on_show_outputs(self, checked: bool) -> None:
-        if checked and self._result is not None and not self._result.blockwise:
+        if checked and self._result is not None and not self._result.outputs_note:
             show_outputs(self.viewer, self._result)
 
     # -- re-post-processing ----------------------------------------------------------
@@ -310,9 +301,9 @@ class PredictWidget(QWidget):
         during a run stops it between frames and starts again: the latest request wins.
         """
         result = self._result
-        if result is None or result.blockwise:
+        if result is None or result.outputs_note:
             if result is not None:  # nothing kept to re-threshold
-                self._say(OUTPUTS_NOT_KEPT)
+                self._say(result.outputs_note)
             return
         if self._relabel.is_running:
             self._relabel_again = True
@@ -352,8 +343,8 @@ class PredictWidget(QWidget):
         if result is None:
             self.copier.copy(None, "", 2, 0)
             return
-        if result.blockwise:
-            self._say(COPY_NOT_AVAILABLE, error=True)
+        if result.copy_note:
+            self._say(result.copy_note, error=True)
             return
         leading = len(result.plan.leading)
         self.copier.copy(predictions, result.image_name, result.ndim, leading)
@@ -386,14 +377,13 @@ class PredictWidget(QWidget):
         self.models.combo.setEnabled(idle)
         model = current_model.model
         self.thresholds.set_mode(None if model is None else model.config.mode)
-        blocks = self._result is not None and self._result.blockwise  # no outputs kept
-        for control, why in (
-            (self.show_outputs, OUTPUTS_NOT_KEPT),
-            (self.copy_button, COPY_NOT_AVAILABLE),
-        ):
-            control.setEnabled(not blocks)
-            control.setToolTip(why if blocks else "")
-        self.thresholds.setToolTip(OUTPUTS_NOT_KEPT if blocks else "")
+        result = self._result
+        no_outputs = "" if result is None else result.outputs_note
+        no_copy = "" if result is None else result.copy_note
+        for control, why in ((self.show_outputs, no_outputs), (self.copy_button, no_copy)):
+            control.setEnabled(not why)
+            control.setToolTip(why)
+        self.thresholds.setToolTip(no_outputs)
 
     def _say(self, text: str, error: bool = False, warn: bool = False, info: bool = False) -> None:
         self.status.setText(text)

@@ -19,10 +19,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..app.current_model import current_model, describe_model
 from ..engine import events as ev
 from ..engine.errors import InputError
 from ..engine.model import SegmentationModel
-from ..layers.current_model import current_model, describe_model
 from ..layers.layer_pairs import layer_image_data
 from ..layers.training_job import (
     AnnotationWarning,

@@ -13,9 +13,9 @@ from pathlib import Path
 from qtpy.QtCore import Signal  # pyright: ignore[reportPrivateImportUsage]
 from qtpy.QtWidgets import QComboBox, QFileDialog, QWidget
 
+from ..app.current_model import current_model
 from ..engine.builtin_models import STARTER_MODEL, builtin_model_names
 from ..engine.errors import InputError
-from ..layers.current_model import current_model
 from ..layers.training_job import StartChoice
 from .model_chooser import OPEN_FILTER, builtin_label
 

@@ -4,7 +4,7 @@ A frame predicted whole holds the image, its network outputs (4 bytes per pixel)
 post-processing maps and the labels at once: about
 :data:`~napari_live_unet.engine.block_plan.BYTES_PER_BLOCK_PIXEL` bytes per pixel. When
 that is more than the memory budget of a prediction in the viewer (:func:`viewer_budget`:
-:func:`~napari_live_unet.layers.prediction_result.memory_cap` shared out as the CLI shares
+:func:`~napari_live_unet.app.prediction_result.memory_cap` shared out as the CLI shares
 its limit), the layer is predicted as the CLI predicts stored images
 (:func:`~napari_live_unet.engine.large_image.segment_stored`): block by block from the
 layer's lazy level-0 array, into uint32 labels in a zarr array in a temporary directory
@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,31 +41,17 @@ from ..engine.predictor import (
     StoredFrames,
 )
 from . import prediction_result
-from .prediction_job import (
-    FramePlan,
-    InputFitted,
-    PredictionProgress,
-    PredictionResult,
-    new_result,
-    prediction_job,
-)
+from .frame_plan import FramePlan
+from .prediction_events import FrameWritten, InputFitted, PredictionProgress
+from .prediction_job import PredictionResult, new_result, prediction_job
 from .stored_labels import BlockPredictionResult, StoredLabels
 
 Job = Callable[[threading.Event], Iterator[Any]]
 
 
-@dataclass(frozen=True)
-class FrameWritten:
-    """Frame ``position`` (in frame order) is complete in the result's stored labels, with
-    ``count`` objects (ids 1..count)."""
-
-    position: int
-    count: int
-
-
 def viewer_budget() -> MemoryBudget:
     """The memory budget of a new prediction in the viewer, built once per prediction:
-    :func:`~napari_live_unet.layers.prediction_result.memory_cap` (a share of the memory
+    :func:`~napari_live_unet.app.prediction_result.memory_cap` (a share of the memory
     free now) as :meth:`~napari_live_unet.engine.memory_budget.MemoryBudget.for_viewer`
     shares it out."""
     return MemoryBudget.for_viewer(prediction_result.memory_cap())
@@ -80,22 +65,6 @@ def memory_message(exc: InputError, name: str, cap: int) -> str:
         f"'{name}' is too large to predict whole in the memory a prediction may take now "
         f"({format_bytes(cap)}), and cannot be cut into blocks that fit: {reason}"
     )
-
-
-def frame_layout(plan: FramePlan, ndim: int, name: str = "image") -> FrameLayout:
-    """The :class:`FrameLayout` of a layer's data split by ``plan``: leading axes are
-    frames (the last one ``t``, others unknown), then the channel axis if any, then space
-    (RGB channels last)."""
-    n_leading = len(plan.leading)
-    axes = "q" * max(0, n_leading - 1) + "t" * min(1, n_leading)
-    spatial = "zyx"[3 - ndim :]
-    if plan.channel_axis is None:
-        axes += spatial
-    elif plan.channel_axis == -1:
-        axes += spatial + "c"
-    else:
-        axes += "c" + spatial
-    return FrameLayout.of(axes, ndim, name)
 
 
 def storage_chunks(data: Any, layout: FrameLayout) -> tuple[int, ...] | None:
@@ -132,7 +101,7 @@ def plan_blocks(
         When the layer's storage chunks are too large to read block by block (worded for
         the viewer: :func:`memory_message`).
     """
-    layout = frame_layout(plan, model.config.ndim, name)
+    layout = plan.layout
     source = StoredFrames(data, layout, f"'{name}'")
     try:
         image_plan = Predictor(model, memory=budget, adapt=adapt).plan(
@@ -197,7 +166,7 @@ def block_prediction_job(
     """
     if device is not None and model.device.type != device:
         model.to(device)
-    layout = frame_layout(plan, model.config.ndim, name)
+    layout = plan.layout
     source = StoredFrames(data, layout, name)
     predictor = Predictor(model, memory=None, adapt=image_plan.options)
     note = ""
@@ -254,17 +223,3 @@ def start_prediction(
     return result, lambda stop: prediction_job(
         model, data, plan, params, stop, device, adapt, outputs, cache_bytes
     )
-
-
-def release_result(viewer: Any, result: PredictionResult | None) -> None:
-    """Remove a replaced block result's stored labels unless a layer still shows them."""
-    if result is None or not isinstance(result, BlockPredictionResult) or result.store is None:
-        return
-    store = result.store
-    if not store.opened or not any(_shows(layer, store.array) for layer in viewer.layers):
-        result.close()
-
-
-def _shows(layer: Any, array: Any) -> bool:
-    """Whether ``layer`` shows ``array`` (itself, or as the first level of a pyramid)."""
-    return layer.data is array or (getattr(layer, "multiscale", False) and layer.data[0] is array)

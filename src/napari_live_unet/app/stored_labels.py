@@ -1,6 +1,6 @@
 """Labels predicted block by block: uint32 labels in a temporary zarr directory.
 
-A layer too large to predict whole (:mod:`~napari_live_unet.layers.large_prediction_job`)
+A layer too large to predict whole (:mod:`~napari_live_unet.app.large_prediction_job`)
 gets its labels written into :class:`StoredLabels`, which the predictions layer shows
 lazily; :class:`BlockPredictionResult` is that prediction's result. It keeps no network
 outputs: changing thresholds means predicting again. The directory is removed in the
@@ -10,6 +10,7 @@ background (:mod:`~napari_live_unet.engine.temp_store`), never on the GUI thread
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,24 @@ class BlockPredictionResult(PredictionResult):
     @property
     def blockwise(self) -> bool:
         return True
+
+    @property
+    def method_note(self) -> str:
+        return " block by block"
+
+    @property
+    def outputs_note(self) -> str:
+        return OUTPUTS_NOT_KEPT
+
+    @property
+    def copy_note(self) -> str:
+        return COPY_NOT_AVAILABLE
+
+    def release_unless_shown(self, shown: Callable[[Any], bool]) -> None:
+        """Remove the stored labels unless ``shown(array)`` says a layer still shows them."""
+        store = self.store
+        if store is not None and (not store.opened or not shown(store.array)):
+            self.close()
 
     def labels_array(self) -> Any:
         """The stored labels (a zarr array napari reads lazily)."""

@@ -10,6 +10,7 @@ No Qt here, and no layer is touched: the predict widget hands these to napari.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +24,11 @@ from ..engine.memory_budget import UNKNOWN_VIEWER_CAP, VIEWER_SHARE, viewer_memo
 from ..engine.memory_estimate import available_memory_bytes
 from ..engine.output_cache import FrameOutputCache
 from ..engine.postprocess import instances_from_outputs
+from .frame_plan import FramePlan
+from .prediction_events import FramePredicted, FrameWritten, InputFitted
 
 if TYPE_CHECKING:
     from ..engine.model import SegmentationModel
-    from .prediction_job import FramePlan
 
 CACHE_BYTES_PER_PIXEL = 10
 """Bytes a frame's post-processing cache holds per pixel (intermediate maps)."""
@@ -142,8 +144,46 @@ class PredictionResult:
     @property
     def blockwise(self) -> bool:
         """Whether the frames were predicted block by block (no outputs kept); see
-        :class:`~napari_live_unet.layers.stored_labels.BlockPredictionResult`."""
+        :class:`~napari_live_unet.app.stored_labels.BlockPredictionResult`."""
         return False
+
+    # What the predict widget may do with a result, decided here by its kind: the widget
+    # asks, and never branches on how the prediction was made.
+
+    @property
+    def method_note(self) -> str:
+        """How the frames are predicted, for the status line ("" when whole)."""
+        return ""
+
+    @property
+    def outputs_note(self) -> str:
+        """Why the network outputs can be neither shown nor re-thresholded live; "" when
+        the result keeps them."""
+        return ""
+
+    @property
+    def copy_note(self) -> str:
+        """Why the labels cannot be copied to ground truth; "" when they can."""
+        return ""
+
+    def apply(self, event: object) -> bool:
+        """Apply a prediction job's frame event on the main thread (labels, counts, how a
+        frame was fitted); returns whether ``event`` was one."""
+        if isinstance(event, FramePredicted):
+            self.labels.put(event.position, event.labels)
+            self.caches.append(event.cache)
+        elif isinstance(event, FrameWritten):
+            self.labels.put_count(event.position, event.count)
+        elif isinstance(event, InputFitted):
+            if event.text not in self.adaptations:
+                self.adaptations.append(event.text)
+        else:
+            return False
+        return True
+
+    def release_unless_shown(self, shown: Callable[[Any], bool]) -> None:
+        """Free what a replaced result holds on disk unless ``shown(array)`` says a layer
+        still shows it (nothing here: outputs in memory go with the result)."""
 
     def summary(self) -> str:
         """Objects found, and how the image was fitted to the model, for the status line."""
