@@ -30,7 +30,8 @@ MODES: tuple[str, ...] = ("boundary", "distance")
 NORMS: tuple[str, ...] = ("batch", "group", "instance", "none")
 _VALIDATIONS = ("images", "regions")
 _SELECT_BY = ("loss", "ap")
-_RECIPES = ("auto", "few-shot", "standard")
+RECIPES: tuple[str, ...] = ("auto", "few-shot", "standard")
+"""The training recipes ``TrainConfig.recipe`` names (see :mod:`.recipe`)."""
 
 
 @dataclass(frozen=True)
@@ -391,7 +392,7 @@ class TrainConfig(ConfigValue):
                 "validation": choice(_VALIDATIONS),
                 "select_by": choice(_SELECT_BY),
                 "freeze_norm": flag,
-                "recipe": choice(_RECIPES),
+                "recipe": choice(RECIPES),
             },
         )
         if self.epochs is None and self.time_budget is None:

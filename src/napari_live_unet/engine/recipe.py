@@ -24,7 +24,6 @@ FEW_SHOT_MAX_IMAGES = 4
 FEW_SHOT_MAX_OBJECTS = 150
 """...and also with more images, while they hold fewer objects than this."""
 
-RECIPES = ("auto", "few-shot", "standard")
 
 # What the few-shot recipe changes (measured on the histology development split).
 _FEW_SHOT_VAL_FRACTION = 0.25
