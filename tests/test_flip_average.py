@@ -29,7 +29,7 @@ from napari_live_unet.engine.unet import activate
 
 from .conftest import synthetic_nuclei
 
-train_module = importlib.import_module("napari_live_unet.engine.train")
+training_end = importlib.import_module("napari_live_unet.engine.training_end")
 doubt_module = importlib.import_module("napari_live_unet.engine.doubt")
 
 
@@ -111,7 +111,7 @@ def test_training_turns_averaging_on_only_where_validation_says_it_gains(monkeyp
         scores.append((plain, flipped, n_objects))
         return gains
 
-    monkeypatch.setattr(train_module, "choose_flip_average", decide)
+    monkeypatch.setattr(training_end, "choose_flip_average", decide)
     events = list(train(_pairs(), _config(), model_config=ModelConfig(base_channels=4, depth=2)))
     finished = events[-1]
     assert isinstance(finished, TrainingFinished)

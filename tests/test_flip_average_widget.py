@@ -17,7 +17,7 @@ from napari_live_unet.widgets.predict import PredictWidget
 from .conftest import synthetic_nuclei
 from .test_train_widget import make_widget, wait_done
 
-engine_train = importlib.import_module("napari_live_unet.engine.train")
+training_end = importlib.import_module("napari_live_unet.engine.training_end")
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("no_current_model")]
 
@@ -58,7 +58,7 @@ def test_average_flips_box_follows_the_model_and_decides_how_it_predicts(make_na
 def test_train_dock_says_when_training_chose_to_average_flips(
     make_napari_viewer, qtbot, monkeypatch
 ):
-    monkeypatch.setattr(engine_train, "choose_flip_average", lambda *args: True)
+    monkeypatch.setattr(training_end, "choose_flip_average", lambda *args: True)
     _, widget = make_widget(make_napari_viewer, epochs=2)
     assert widget.start()
     wait_done(qtbot, widget)
