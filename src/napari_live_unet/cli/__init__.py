@@ -348,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported late so `--help` stays fast.
     if args.command == "predict":
         from .predict_command import run_predict as run
+    elif args.command == "demo":
+        from .demo_command import run_demo as run
     else:
         from . import commands
 

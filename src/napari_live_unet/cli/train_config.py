@@ -30,7 +30,7 @@ from ..engine.run_replay import (
     recorded_settings,
 )
 from ..engine.training_images import training_pairs
-from .commands import _train_with_progress
+from .commands import train_with_progress
 from .stop_on_signal import StopOnSignal
 
 # Options that say where things are, or where to run: a re-run may give them.
@@ -83,7 +83,7 @@ def run_recorded_train(args: argparse.Namespace) -> int:
     )
     threads = settings.threads if device.type == "cpu" else None
     with stop, torch_threads(threads):
-        model, summary = _train_with_progress(
+        model, summary = train_with_progress(
             pairs,
             settings.config,
             model_config=settings.model_config,
