@@ -178,6 +178,29 @@ def _folder_split(folder: Path, n: int, seed: int):
     return pairs, test, [read_tiff(folder / "images" / f"{m}.tif") for m in order[n:]]
 
 
+def validation_bands(pairs, model, start=None) -> list:
+    """The bands the few-shot recipe validates ``model`` on (a quarter of each of
+    ``pairs``), fitted as training fitted them: to ``start`` when it was fine-tuned from
+    one, reading every colour channel when the model was widened to them."""
+    from napari_live_unet.engine.data import split_regions
+    from napari_live_unet.engine.image_adapter import InputSpec
+    from napari_live_unet.engine.training_input import fit_training_data
+
+    spec = InputSpec() if start is None else start.input
+    channels = pairs[0].image.shape[0] if start is None else start.config.in_channels
+    parts, bands = split_regions(pairs, 0.25)
+    widened = model.config.in_channels > 1 and channels == 1
+    _, bands, _, _ = fit_training_data(
+        parts,
+        bands,
+        spec,
+        channels,
+        AdaptOptions(all_channels=widened),
+        fine_tuning=start is not None,
+    )
+    return bands
+
+
 def _score(model, test, images) -> dict[str, float]:
     preds = [labels for _, labels in model.segment_many(images)]
     counts = dataset_counts([p.labels for p in test], preds)

@@ -19,17 +19,15 @@ from pathlib import Path
 
 import torch
 
-from few_shot import _folder_split, pick_images
+from few_shot import _folder_split, pick_images, validation_bands
 from machine_info import cpu_model
 from napari_live_unet.engine.builtin_models import load_model_source
 from napari_live_unet.engine.config import PostprocessConfig, TrainConfig
-from napari_live_unet.engine.data import load_folder_pairs, make_pair, split_regions
+from napari_live_unet.engine.data import load_folder_pairs, make_pair
 from napari_live_unet.engine.evaluation import limit_pixels, tuned_thresholds
-from napari_live_unet.engine.image_adapter import AdaptOptions, InputSpec
 from napari_live_unet.engine.io import read_tiff
 from napari_live_unet.engine.metrics import dataset_counts
 from napari_live_unet.engine.model_file import load_model
-from napari_live_unet.engine.training_input import fit_training_data
 
 
 def main() -> int:
@@ -59,18 +57,7 @@ def main() -> int:
         test = load_folder_pairs(args.data / "test" / "images", args.data / "test" / "labels")
         test_images = [p.image[0] for p in test]
     start = None if args.start == "scratch" else load_model_source(args.start)
-    spec = InputSpec() if start is None else start.input
-    channels = pairs[0].image.shape[0] if start is None else start.config.in_channels
-    parts, bands = split_regions(pairs, 0.25)
-    colour = model.config.in_channels > 1 and channels == 1
-    _, bands, _, _ = fit_training_data(
-        parts,
-        bands,
-        spec,
-        channels,
-        AdaptOptions(all_channels=colour),
-        fine_tuning=start is not None,
-    )
+    bands = validation_bands(pairs, model, start)
     bands = limit_pixels(bands, TrainConfig().tune_max_pixels)
     base = dataclasses.replace(model, postprocess=PostprocessConfig())
     if start is not None:

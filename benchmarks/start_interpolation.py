@@ -21,15 +21,13 @@ from pathlib import Path
 
 import torch
 
-from few_shot import _folder_split
+from few_shot import _folder_split, validation_bands
 from machine_info import cpu_model
 from napari_live_unet.engine.builtin_models import load_model_source
-from napari_live_unet.engine.data import split_regions
 from napari_live_unet.engine.evaluation import CachedValidation, tuning_score
-from napari_live_unet.engine.image_adapter import AdaptOptions, channel_weights
+from napari_live_unet.engine.image_adapter import channel_weights
 from napari_live_unet.engine.metrics import dataset_counts
 from napari_live_unet.engine.model_file import load_model
-from napari_live_unet.engine.training_input import fit_training_data
 from napari_live_unet.engine.unet import widen_input
 
 
@@ -50,11 +48,7 @@ def main() -> int:
         n = tuned.config.in_channels
         start_network = widen_input(start_network, torch.from_numpy(channel_weights(n, True)))
     pairs, test, images = _folder_split(args.folder, args.n_images, args.seed)
-    parts, bands = split_regions(pairs, 0.25)
-    colour = AdaptOptions(all_channels=tuned.config.in_channels > start.config.in_channels)
-    _, bands, _, _ = fit_training_data(
-        parts, bands, start.input, start.config.in_channels, colour, fine_tuning=True
-    )
+    bands = validation_bands(pairs, tuned, start)
     first, last = start_network.state_dict(), tuned.network.state_dict()
     print(f"{cpu_model()}, torch {torch.__version__}, {args.threads} threads")
     for share in args.shares:

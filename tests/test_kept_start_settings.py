@@ -12,7 +12,6 @@ import importlib
 
 import numpy as np
 import pytest
-from scipy import ndimage as ndi
 
 from napari_live_unet.engine import (
     AdaptOptions,
@@ -26,6 +25,7 @@ from napari_live_unet.engine import (
 from napari_live_unet.engine.config import PostprocessConfig
 from napari_live_unet.engine.evaluation import CachedValidation, required_gain
 from napari_live_unet.engine.image_adapter import InputSpec
+from napari_live_unet.engine.targets import normalized_distance
 
 from .conftest import synthetic_nuclei
 
@@ -46,12 +46,7 @@ def _spread_nuclei(n_big: int, n_small: int) -> tuple[np.ndarray, np.ndarray]:
     for i, (cy, cx) in enumerate(centres[: n_big + n_small], start=1):
         radius = 6 if i <= n_big else 2.5
         labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius * radius] = i
-    distance = np.zeros(shape, np.float32)
-    for i, box in enumerate(ndi.find_objects(labels), start=1):
-        inside = labels[box] == i
-        d = ndi.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
-        distance[box][inside] = (d / d.max())[inside]
-    return np.stack([(labels > 0).astype(np.float32), distance]), labels
+    return np.stack([(labels > 0).astype(np.float32), normalized_distance(labels)]), labels
 
 
 class _FixedOutputsModel:
